@@ -1,0 +1,33 @@
+# The two commands: `make run` (the demo) and `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run dev test install bench schemas clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/taskservice demo
+
+dev: install
+	$(BIN)/taskservice dev
+
+test: install
+	$(BIN)/python scripts/run_tests.py $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py
+
+schemas: install
+	$(BIN)/python -m taskservice.schemas.export schemas
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache
