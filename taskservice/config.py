@@ -1,0 +1,156 @@
+"""Service settings from environment variables and an optional TOML file.
+
+Every setting is read from `TASKSERVICE_<NAME>` (for example `TASKSERVICE_RESULTS_TOPIC`).
+`DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` are accepted without the prefix too.
+A TOML file named by `TASKSERVICE_CONFIG` (or `--config` on the command line) supplies
+values that environment variables do not set. With neither a database URL nor a Kafka
+bootstrap setting, `dev` and `demo` start embedded servers under `state_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+TopicFormat = Literal["exh", "cloudevents"]
+
+CONFIG_FILE_VARIABLE = "TASKSERVICE_CONFIG"
+
+
+class Settings(BaseSettings):
+    """All settings of every role, with their units in the names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TASKSERVICE_",
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TASKSERVICE_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="PostgreSQL DSN. Unset: dev and demo start an embedded server.",
+    )
+    database_pool_size: int = Field(default=10, ge=2, le=200, description="Connections per process pool.")
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TASKSERVICE_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"
+        ),
+        description="Comma-separated host:port list. Unset: dev and demo start an embedded broker.",
+    )
+    kafka_enable_idempotence: bool = Field(
+        default=True,
+        description="Idempotent producer; turn off for brokers without InitProducerId v3 (Tansu).",
+    )
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, description="Consumer group session timeout.")
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="Consumer heartbeat interval.")
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=0, description="Longest wait of a fetch with no data.")
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000, description="Producer request timeout.")
+
+    topics: dict[str, TopicFormat] = Field(
+        default={"exh-events": "exh", "document-changes": "cloudevents"},
+        description="Ingested topics and the record format of each: exh or cloudevents.",
+    )
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions of topics the service creates.")
+    consumer_group: str = Field(default="taskservice-ingest", min_length=1, description="Ingest consumer group id.")
+    results_topic: str = Field(default="task-results", min_length=1, description="Topic of task results.")
+    dead_letter_topic: str = Field(default="dead-letter", min_length=1, description="Topic of rejected records.")
+
+    ingest_batch_max_records: int = Field(default=500, ge=1, le=50_000, description="Records per ingest batch.")
+    max_record_bytes: int = Field(default=1_048_576, ge=1_024, description="Largest accepted record value.")
+    max_task_data_bytes: int = Field(default=256_000, ge=1_024, description="Largest task data as JSON (250 KB).")
+    dispatcher_refresh_interval_s: float = Field(
+        default=5.0, gt=0, description="Reload of dispatchers when no change notification arrives."
+    )
+
+    worker_claim_batch_size: int = Field(default=500, ge=1, le=10_000, description="Tasks claimed per query.")
+    worker_max_in_flight: int = Field(default=1_000, ge=1, description="Tasks one worker process runs at once.")
+    worker_poll_interval_s: float = Field(default=1.0, gt=0, description="Claim poll when no notification arrives.")
+    runtime_processes_per_function: int = Field(default=2, ge=1, le=64, description="Warm runtimes per function.")
+    runtime_idle_timeout_s: float = Field(default=300.0, gt=0, description="Idle runtime processes stop after this.")
+    lease_s: float = Field(default=60.0, ge=5, description="Lease of a running task beyond its time limit.")
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, description="Lease renewal period.")
+    sweep_interval_s: float = Field(default=10.0, gt=0, description="Period of the expired-lease sweep.")
+    max_result_bytes: int = Field(default=6 * 1024 * 1024, ge=1_024, description="Largest function result.")
+    max_log_bytes: int = Field(default=256 * 1024, ge=1_024, description="Log bytes kept per task run.")
+
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000, description="Outbox rows published per batch.")
+    relay_poll_interval_s: float = Field(default=1.0, gt=0, description="Outbox poll when no notification arrives.")
+
+    functions_dir: Path = Field(default=Path("functions"), description="Folder of project functions to register.")
+    state_dir: Path = Field(default=Path(".state"), description="Folder of embedded servers and deployed code.")
+    http_host: str = Field(default="127.0.0.1", description="Address of the HTTP server (health, metrics).")
+    http_port: int = Field(default=8080, ge=0, le=65_535, description="Port of the HTTP server; 0 disables it.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="json, text, or auto (text on a terminal, else json)."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read init arguments first, then environment variables, then the TOML file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ValueError(
+                    f"{CONFIG_FILE_VARIABLE}={config_file!r} does not name a readable file; "
+                    "give the path of a TOML settings file or unset the variable"
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("topics")
+    @classmethod
+    def _check_topics(cls, topics: dict[str, TopicFormat]) -> dict[str, TopicFormat]:
+        if not topics:
+            raise ValueError("topics must name at least one topic, e.g. {\"exh-events\": \"exh\"}")
+        for name in topics:
+            if not name or len(name) > 249:
+                raise ValueError(f"topic name {name!r} must have 1 to 249 characters")
+        return topics
+
+    @model_validator(mode="after")
+    def _check_topic_roles(self) -> Settings:
+        for special in (self.results_topic, self.dead_letter_topic):
+            if special in self.topics:
+                raise ValueError(
+                    f"topic {special!r} is both ingested and written by the service; "
+                    "remove it from topics or rename results_topic / dead_letter_topic"
+                )
+        if self.heartbeat_interval_s >= self.lease_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be below lease_s ({self.lease_s})"
+            )
+        return self
+
+    @property
+    def uses_embedded_servers(self) -> bool:
+        """Whether neither a database nor a broker was configured."""
+        return self.database_url is None and self.kafka_bootstrap_servers is None
+
+
+def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
+    """Load settings; config_file, when given, takes the place of TASKSERVICE_CONFIG."""
+    if config_file is not None:
+        os.environ[CONFIG_FILE_VARIABLE] = config_file
+    return Settings(**overrides)  # type: ignore[arg-type]

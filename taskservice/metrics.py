@@ -1,0 +1,88 @@
+"""Every Prometheus metric of the service, in base units with bounded label sets.
+
+Labels never carry task ids, keys or offsets. `outcome`, `status` and `source` take
+values from the fixed sets named in each help text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS_CONSUMED = Counter(
+    "taskservice_records_consumed_total",
+    "Kafka records read by ingest, by topic and outcome (matched, unmatched, invalid, duplicate).",
+    ["topic", "outcome"],
+)
+RECORDS_DEAD_LETTERED = Counter(
+    "taskservice_records_dead_lettered_total",
+    "Records written to the dead-letter topic, by source topic and reason code.",
+    ["topic", "reason"],
+)
+CONSUMER_LAG = Gauge(
+    "taskservice_consumer_lag_records",
+    "Records between the committed position and the fetch high-water mark, per partition.",
+    ["topic", "partition"],
+)
+INGEST_BATCH_SECONDS = Histogram(
+    "taskservice_ingest_batch_duration_seconds",
+    "Time from fetching an ingest batch to committing its offsets.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OFFSET_COMMIT_FAILURES = Counter(
+    "taskservice_offset_commit_failures_total",
+    "Offset commits that failed, for example after a rebalance.",
+)
+TASKS_CREATED = Counter(
+    "taskservice_tasks_created_total",
+    "Tasks inserted, by source (event, api, schedule, retry) and function.",
+    ["source", "function"],
+)
+TASKS_DEDUPLICATED = Counter(
+    "taskservice_tasks_deduplicated_total",
+    "Task rows skipped because their (event, action) or (schedule, fire time) key already existed.",
+)
+TASK_STATUS_TRANSITIONS = Counter(
+    "taskservice_task_status_transitions_total",
+    "Task status changes, by function and new status.",
+    ["function", "status"],
+)
+TASK_DURATION_SECONDS = Histogram(
+    "taskservice_task_duration_seconds",
+    "Run time of a task in its runtime, by function and outcome (complete, failed).",
+    ["function", "outcome"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+TASK_QUEUE_WAIT_SECONDS = Histogram(
+    "taskservice_task_queue_wait_seconds",
+    "Time from a task being due to its claim, by function.",
+    ["function"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600),
+)
+TASKS_RUNNING = Gauge(
+    "taskservice_tasks_running",
+    "Tasks claimed by this worker process and not yet finished.",
+)
+ZOMBIE_TASKS_RECOVERED = Counter(
+    "taskservice_zombie_tasks_recovered_total",
+    "In-progress tasks whose lease expired and were failed by the sweep, by function.",
+    ["function"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "taskservice_outbox_published_total",
+    "Outbox messages published to Kafka, by topic.",
+    ["topic"],
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "taskservice_outbox_publish_failures_total",
+    "Outbox batches whose publish failed and will be retried.",
+)
+DATABASE_ERRORS = Counter(
+    "taskservice_database_errors_total",
+    "Database operations that failed on a connection error, by operation.",
+    ["operation"],
+)
+BROKER_ERRORS = Counter(
+    "taskservice_broker_errors_total",
+    "Kafka operations that failed, by operation.",
+    ["operation"],
+)
