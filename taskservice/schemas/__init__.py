@@ -1,0 +1,1 @@
+"""Pydantic models of every message the service reads or writes on Kafka."""
