@@ -1,0 +1,203 @@
+"""Entry point of a function worker process.
+
+The pool starts ``python -P -m taskservice.functions.child COMMAND_FD RESULT_FD
+OUTBOX_FD`` with a clean environment; see ``protocol`` for the messages. The
+``-P`` flag keeps the working folder off ``sys.path``, and the function's code
+folder is put first on ``sys.path`` only after the runtime has imported its own
+modules, so a user module such as ``logging.py`` cannot replace them.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import mmap
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+import orjson
+
+from taskservice.functions.child_logging import LogRouter, install_capture
+from taskservice.functions.child_tasks import InvocationError, TaskRunner, load_handler
+from taskservice.functions.protocol import (
+    FRAME_HEADER,
+    OUTBOX_DATA_OFFSET,
+    OUTBOX_HEADER,
+    encode_frame,
+)
+
+_PR_SET_PDEATHSIG = 1
+_FLUSHER_STACK_BYTES = 256 * 1024
+
+
+class Outbox:
+    """Collects task items in shared memory and copies them to the result pipe.
+
+    A background thread copies pending items at most ``flush_interval_s`` after
+    the first one arrives, so fast tasks share one write. The shared memory
+    lets the pool read items that were not copied yet if the process dies.
+    """
+
+    def __init__(self, pipe_fd: int, memory_fd: int, flush_interval_s: float) -> None:
+        self._pipe_fd = pipe_fd
+        self._memory = mmap.mmap(memory_fd, 0)
+        self._view = memoryview(self._memory)
+        self._size = len(self._memory)
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._has_data = threading.Event()
+        self._flush_interval_s = flush_interval_s
+
+    def start(self) -> None:
+        """Start the thread that copies pending items to the pipe."""
+        threading.stack_size(_FLUSHER_STACK_BYTES)
+        try:
+            thread = threading.Thread(target=self._run_flusher, name="taskservice-outbox", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(0)
+
+    def append(self, item: bytes) -> None:
+        """Queue one task item, writing it to the pipe at once if it does not fit the shared memory."""
+        frame_size = FRAME_HEADER.size + len(item)
+        with self._lock:
+            if OUTBOX_DATA_OFFSET + self._pending + frame_size > self._size:
+                self._flush_locked()
+            if OUTBOX_DATA_OFFSET + frame_size > self._size:
+                self._write(FRAME_HEADER.pack(len(item)) + item)
+                return
+            start = OUTBOX_DATA_OFFSET + self._pending
+            FRAME_HEADER.pack_into(self._memory, start, len(item))
+            self._view[start + FRAME_HEADER.size : start + frame_size] = item
+            self._pending += frame_size
+            OUTBOX_HEADER.pack_into(self._memory, 0, self._pending)
+        if not self._has_data.is_set():
+            self._has_data.set()
+
+    def flush(self) -> None:
+        """Write every pending item to the pipe."""
+        with self._lock:
+            self._flush_locked()
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        """Write pending items, then a control message, to the pipe."""
+        frame = encode_frame(message)
+        with self._lock:
+            self._flush_locked()
+            self._write(frame)
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        self._write(self._view[OUTBOX_DATA_OFFSET : OUTBOX_DATA_OFFSET + self._pending])
+        self._pending = 0
+        OUTBOX_HEADER.pack_into(self._memory, 0, 0)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._pipe_fd, view)
+                view = view[written:]
+        except BrokenPipeError:
+            # The pool closed the result pipe, so nobody can receive results.
+            os._exit(0)
+
+    def _run_flusher(self) -> None:
+        while True:
+            self._has_data.wait()
+            time.sleep(self._flush_interval_s)
+            self._has_data.clear()
+            self.flush()
+
+
+def _read_message(reader: BinaryIO) -> Any | None:
+    """Read one frame from the command pipe; return None at end of file."""
+    header = reader.read(FRAME_HEADER.size)
+    if len(header) < FRAME_HEADER.size:
+        return None
+    (length,) = FRAME_HEADER.unpack(header)
+    payload = reader.read(length)
+    if len(payload) < length:
+        return None
+    return orjson.loads(payload)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Ask Linux to kill this process when the pool process ends."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _limit_memory(memory_limit_mb: int) -> None:
+    """Set RLIMIT_AS (soft and hard) to the function's memory limit."""
+    limit = memory_limit_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        limit = hard
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _put_code_dir_first(code_dir: str) -> None:
+    sys.path[:] = [code_dir] + [entry for entry in sys.path if entry != code_dir]
+
+
+def _run_batches(reader: BinaryIO, outbox: Outbox, runner: TaskRunner) -> None:
+    while True:
+        message = _read_message(reader)
+        if message is None:
+            return
+        if message.get("kind") != "batch":
+            continue
+        for index, task in enumerate(message["tasks"]):
+            outbox.append(runner.run_task(index, task))
+        outbox.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the worker process: load the handler, then run batches until the command pipe closes."""
+    command_fd, result_fd, outbox_fd = (int(value) for value in (argv or sys.argv[1:])[:3])
+    for fd in (command_fd, result_fd, outbox_fd):
+        os.set_inheritable(fd, False)
+    faulthandler.enable()
+
+    reader = os.fdopen(command_fd, "rb", buffering=64 * 1024)
+    init = _read_message(reader)
+    if init is None:
+        return 0
+
+    outbox = Outbox(result_fd, outbox_fd, init["flush_interval_s"])
+    os.close(outbox_fd)
+    outbox.start()
+    router = LogRouter(init["max_log_bytes"])
+    install_capture(router)
+    _exit_with_parent(init["parent_pid"])
+    _limit_memory(init["memory_limit_mb"])
+    _put_code_dir_first(init["code_dir"])
+
+    try:
+        handler = load_handler(init["entry_point"], router)
+    except InvocationError as exc:
+        logs = router.take().raw_entries(time.time())
+        outbox.send_control({"kind": "init_error", "error": exc.to_error(), "logs": logs})
+        return 0
+    outbox.send_control({"kind": "ready"})
+
+    _run_batches(reader, outbox, TaskRunner(init, handler, router))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
