@@ -1,0 +1,90 @@
+"""The outbox relay: publishes queued result messages to Kafka and marks them sent.
+
+A batch is locked with SKIP LOCKED, published, and marked sent in one transaction, so
+concurrent relays never publish the same row at the same time. A relay killed after the
+broker acknowledged a batch but before the commit publishes that batch again on restart:
+delivery is at least once, and every copy is byte-identical with the task id as key and
+the attempt in a header, so consumers can deduplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from taskservice import metrics
+from taskservice.config import Settings
+from taskservice.errors import DatabaseUnavailableError
+from taskservice.health import Health
+from taskservice.store.db import Pool, translate_errors
+from taskservice.store.repository import Repository
+
+logger = logging.getLogger(__name__)
+
+RETRY_DELAY_S = 1.0
+
+
+class OutboxRelay:
+    """Moves outbox rows to Kafka until stopped."""
+
+    def __init__(
+        self, settings: Settings, pool: Pool, repository: Repository, producer: AIOKafkaProducer,
+        health: Health, wake: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._repository = repository
+        self._producer = producer
+        self._health = health
+        self._wake = wake
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Publish until stopping is set; the batch in hand is finished first."""
+        logger.info("outbox relay started", extra={"event": "relay_started"})
+        while not stopping.is_set():
+            self._wake.clear()
+            try:
+                published = await self.publish_batch()
+            except (KafkaError, DatabaseUnavailableError) as exc:
+                metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                logger.warning("outbox publish failed, retrying in %.0f s: %s", RETRY_DELAY_S, exc,
+                               extra={"event": "relay_retry"})
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            self._health.mark_progress("relay")
+            if published < self._settings.relay_batch_size:
+                await self._wait(stopping)
+        logger.info("outbox relay stopped", extra={"event": "relay_stopped"})
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of unsent messages; return how many were published."""
+        async with translate_errors("publish_outbox"), self._pool.acquire() as connection:
+            async with connection.transaction():
+                rows = await self._repository.claim_outbox(connection, self._settings.relay_batch_size)
+                if not rows:
+                    return 0
+                futures = []
+                for row in rows:
+                    futures.append(await self._producer.send(
+                        row["topic"],
+                        value=row["payload"].encode(),
+                        key=row["message_key"].encode(),
+                        headers=[("content-type", b"application/json")],
+                    ))
+                await asyncio.gather(*futures)
+                await self._repository.mark_outbox_sent(connection, [row["id"] for row in rows])
+        for row in rows:
+            metrics.OUTBOX_PUBLISHED.labels(topic=row["topic"]).inc()
+        return len(rows)
+
+    async def _wait(self, stopping: asyncio.Event) -> None:
+        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=self._settings.relay_poll_interval_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
