@@ -1,0 +1,1 @@
+"""The demo: real blood-pressure data replayed through the whole pipeline."""
