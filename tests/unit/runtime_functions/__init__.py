@@ -1,0 +1,1 @@
+"""Handler folders and helpers used by the runtime tests."""
