@@ -1,9 +1,9 @@
 """The demo: replays real blood-pressure measurements and user deletions through the pipeline.
 
-It starts every role in this process (with embedded servers unless configured), creates
-two dispatchers, publishes the events at a fixed rate together with a few malformed
-records, waits until every expected task is final and its result is on the results
-topic, and returns a summary. Event ids are salted with a per-run id, so that repeated
+It starts every role in this process, with embedded servers unless configured, and
+creates two dispatchers. It then publishes the events at a fixed rate together with a few
+malformed records, waits until every expected task is final and its result is on the
+results topic, and returns a summary. Event ids are salted with a per-run id, so that repeated
 runs against the same database create new tasks instead of deduplicating.
 """
 

@@ -2,9 +2,9 @@
 
 A batch is locked with SKIP LOCKED, published, and marked sent in one transaction, so
 concurrent relays never publish the same row at the same time. A relay killed after the
-broker acknowledged a batch but before the commit publishes that batch again on restart:
-delivery is at least once, and every copy is byte-identical with the task id as key and
-the attempt in a header, so consumers can deduplicate.
+broker acknowledged a batch but before the commit publishes that batch again on restart.
+Delivery is therefore at least once. Every copy is byte-identical, with the task id as key
+and the attempt in a header, so consumers can deduplicate.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class OutboxRelay:
                         row["topic"],
                         value=row["payload"].encode(),
                         key=row["message_key"].encode(),
-                        headers=[("content-type", b"application/json")],
+                        headers=[("content-type", b"application/json"),
+                                 ("attempt", str(row["attempt"] or 0).encode())],
                     ))
                 await asyncio.gather(*futures)
                 await self._repository.mark_outbox_sent(connection, [row["id"] for row in rows])

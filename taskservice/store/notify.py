@@ -1,6 +1,6 @@
 """LISTEN on a dedicated connection, reconnecting after it breaks.
 
-Notifications only wake loops early; each loop also polls, so a lost connection or a
+Notifications only wake loops early. Each loop also polls, so a lost connection or a
 missed notification delays work by at most one poll interval and loses nothing.
 """
 

@@ -148,7 +148,7 @@ SELECT status, count(*) AS count FROM tasks GROUP BY status
 
 # Lock a batch of unsent messages; the relay publishes them inside this transaction.
 claim_outbox = """
-SELECT id, topic, message_key, payload::text AS payload
+SELECT id, topic, message_key, payload::text AS payload, attempt
 FROM outbox
 WHERE sent_at IS NULL
 ORDER BY id
