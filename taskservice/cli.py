@@ -96,7 +96,10 @@ def _command_dev(settings: Settings, _args: argparse.Namespace) -> int:
 def _command_run(settings: Settings, args: argparse.Namespace) -> int:
     from taskservice.service import parse_roles
 
-    roles = parse_roles(args.role)
+    try:
+        roles = parse_roles(args.role)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from exc
     if settings.database_url is None:
         raise ServiceError("database_url is not set; set DATABASE_URL (run does not start embedded servers)")
     asyncio.run(_run_service(settings, roles))

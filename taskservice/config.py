@@ -10,6 +10,7 @@ bootstrap setting, `dev` and `demo` start embedded servers under `state_dir`.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,9 @@ from pydantic_settings import (
 TopicFormat = Literal["exh", "cloudevents"]
 
 CONFIG_FILE_VARIABLE = "TASKSERVICE_CONFIG"
+
+# A file given on the command line; it takes the place of TASKSERVICE_CONFIG.
+_config_file: ContextVar[str | None] = ContextVar("config_file", default=None)
 
 
 class Settings(BaseSettings):
@@ -108,13 +112,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Read init arguments first, then environment variables, then the TOML file."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        config_file = _config_file.get() or os.environ.get(CONFIG_FILE_VARIABLE)
         if config_file:
             path = Path(config_file)
             if not path.is_file():
                 raise ValueError(
-                    f"{CONFIG_FILE_VARIABLE}={config_file!r} does not name a readable file; "
-                    "give the path of a TOML settings file or unset the variable"
+                    f"settings file {config_file!r} (from --config or {CONFIG_FILE_VARIABLE}) does not exist; "
+                    "give the path of a TOML settings file"
                 )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
@@ -151,6 +155,8 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
     """Load settings; config_file, when given, takes the place of TASKSERVICE_CONFIG."""
-    if config_file is not None:
-        os.environ[CONFIG_FILE_VARIABLE] = config_file
-    return Settings(**overrides)  # type: ignore[arg-type]
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    finally:
+        _config_file.reset(token)
