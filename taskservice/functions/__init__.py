@@ -11,7 +11,7 @@ Isolation
 Memory limit
     ``FunctionSpec.memory_limit_mb`` sets RLIMIT_AS, the address-space limit,
     of the worker before the handler module is imported. The interpreter and
-    runtime take about 26 MB of it (CPython 3.11 on Linux x86-64). An
+    runtime take about 32 MB of it (CPython 3.11 on Linux x86-64). An
     allocation past the limit raises MemoryError in the handler, and the task
     fails with ``Runtime.OutOfMemory``. Libraries that reserve large address
     ranges without using them (some BLAS builds, for example) need a larger

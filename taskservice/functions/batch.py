@@ -48,12 +48,12 @@ class BatchRun:
         return self.next_index >= len(self.tasks)
 
     def results(self) -> list[TaskOutcome]:
-        """Return the outcomes in task order; call only when ``done``."""
+        """Return the outcomes in task order. Call it only when ``done`` is true."""
         assert self.done
         return [outcome for outcome in self.outcomes if outcome is not None]
 
     def fail_remaining(self, error: dict[str, str], raw_logs: Sequence[Sequence[Any]], started: float) -> None:
-        """Fail every task without an outcome with ``error``; ``raw_logs`` holds ``[unix_time, level, text]``."""
+        """Fail every task without an outcome with ``error`` and the ``[unix_time, level, text]`` entries of ``raw_logs``."""
         finished = time.time()
         for index in range(self.next_index, len(self.tasks)):
             task_id = self.task_ids[index]
@@ -83,8 +83,17 @@ class BatchRun:
                     messages = await worker.receive()
             except TimeoutError:
                 await self._end_worker(worker, offset)
+                if not self.done:
+                    logger.warning(
+                        "Task %s of function %s exceeded the time limit of %.2f s; killed worker %d",
+                        self.task_ids[self.next_index],
+                        self.spec.name,
+                        time_limit_s,
+                        worker.pid,
+                    )
                 message = f"Task timed out after {time_limit_s:.2f} seconds"
-                self._fail_next(make_error(RUNTIME, TIMEOUT, message), [], offset, attempt_started)
+                error = make_error(RUNTIME, TIMEOUT, message)
+                self._fail_next(error, worker.output_tail(attempt_started), offset, attempt_started)
                 return
             except (WorkerExited, ProtocolError) as exc:
                 await self._handle_worker_failure(worker, offset, attempt_started, exc)
@@ -129,7 +138,7 @@ class BatchRun:
                 logger.warning("Ignored invalid items of dead worker %d of function %s: %s", worker.pid, self.spec.name, exc)
 
     def _accept(self, messages: list[Any], offset: int) -> int:
-        """Store outcomes from task items; return how many new outcomes were stored."""
+        """Store outcomes from task items and return how many new outcomes were stored."""
         accepted = 0
         for message in messages:
             if isinstance(message, dict):

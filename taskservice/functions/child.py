@@ -1,10 +1,11 @@
 """Entry point of a function worker process.
 
 The pool starts ``python -P -m taskservice.functions.child COMMAND_FD RESULT_FD
-OUTBOX_FD`` with a clean environment; see ``protocol`` for the messages. The
-``-P`` flag keeps the working folder off ``sys.path``, and the function's code
-folder is put first on ``sys.path`` only after the runtime has imported its own
-modules, so a user module such as ``logging.py`` cannot replace them.
+OUTBOX_FD`` with a clean environment. The ``protocol`` module describes the
+messages. The ``-P`` flag keeps the working folder off ``sys.path``, and the
+function's code folder is put first on ``sys.path`` only after the runtime has
+imported its own modules, so a user module such as ``logging.py`` cannot
+replace them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any, BinaryIO
 
 import orjson
@@ -104,7 +106,7 @@ class Outbox:
                 written = os.write(self._pipe_fd, view)
                 view = view[written:]
         except BrokenPipeError:
-            # The pool closed the result pipe, so nobody can receive results.
+            # The pool closed the result pipe, so results can no longer be delivered.
             os._exit(0)
 
     def _run_flusher(self) -> None:
@@ -116,7 +118,7 @@ class Outbox:
 
 
 def _read_message(reader: BinaryIO) -> Any | None:
-    """Read one frame from the command pipe; return None at end of file."""
+    """Read one frame from the command pipe, or return None at end of file."""
     header = reader.read(FRAME_HEADER.size)
     if len(header) < FRAME_HEADER.size:
         return None
@@ -128,7 +130,11 @@ def _read_message(reader: BinaryIO) -> Any | None:
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    """Ask Linux to kill this process when the pool process ends."""
+    """Ask Linux to kill this process when the pool process ends.
+
+    Linux sends the signal when the thread that started the worker ends, so the
+    pool's event loop must run in a thread that lives as long as the pool.
+    """
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -183,21 +189,37 @@ def main(argv: list[str] | None = None) -> int:
     outbox.start()
     router = LogRouter(init["max_log_bytes"])
     install_capture(router)
+    # The runner allocates its memory reserve, so it is created before the limit.
+    runner = TaskRunner(init, router)
     _exit_with_parent(init["parent_pid"])
     _limit_memory(init["memory_limit_mb"])
     _put_code_dir_first(init["code_dir"])
 
     try:
-        handler = load_handler(init["entry_point"], router)
+        runner.set_handler(load_handler(init["entry_point"], router))
     except InvocationError as exc:
         logs = router.take().raw_entries(time.time())
         outbox.send_control({"kind": "init_error", "error": exc.to_error(), "logs": logs})
         return 0
     outbox.send_control({"kind": "ready"})
 
-    _run_batches(reader, outbox, TaskRunner(init, handler, router))
+    _run_batches(reader, outbox, runner)
     return 0
 
 
+def _report_fatal_error(exc: BaseException) -> None:
+    """Write a runtime failure to file descriptor 2, which the pool logs and adds to the failed task."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except MemoryError:
+        text = f"{type(exc).__name__}: {exc}\n"
+    os.write(2, f"Function runtime failed: {text}".encode("utf-8", "backslashreplace"))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except Exception as error:  # noqa: BLE001 - sys.stderr is captured, so report on fd 2 before exiting
+        _report_fatal_error(error)
+        status = 1
+    sys.exit(status)

@@ -45,7 +45,7 @@ _RESERVE_BYTES = 1024 * 1024
 
 
 class InvocationError(Exception):
-    """Raised when the handler cannot be loaded; fails every task of a batch."""
+    """Raised when the handler cannot be loaded. The error fails every task of a batch."""
 
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
@@ -179,9 +179,9 @@ def _hide_runtime_frames(details: traceback.TracebackException) -> None:
 class TaskRunner:
     """Runs the tasks of a batch one after another and encodes their task items."""
 
-    def __init__(self, init: dict[str, Any], handler: Callable[..., Any], router: LogRouter) -> None:
-        self._handler = handler
-        self._is_coroutine_function = inspect.iscoroutinefunction(handler)
+    def __init__(self, init: dict[str, Any], router: LogRouter) -> None:
+        self._handler: Callable[..., Any] = _handler_not_loaded
+        self._is_coroutine_function = False
         self._router = router
         self._function_name: str = init["function_name"]
         self._version: str = init["version"]
@@ -192,10 +192,16 @@ class TaskRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reserve: bytearray | None = bytearray(_RESERVE_BYTES)
 
+    def set_handler(self, handler: Callable[..., Any]) -> None:
+        """Set the handler that ``run_task`` calls."""
+        self._handler = handler
+        self._is_coroutine_function = inspect.iscoroutinefunction(handler)
+
     def run_task(self, index: int, task: dict[str, Any]) -> bytes:
         """Run one task and return its task item as JSON bytes."""
         task_id = task_id_of(task)
         self._router.current.set_task_id(task_id)
+
         started = time.time()
         context = Context(
             task_id,
@@ -206,6 +212,7 @@ class TaskRunner:
             started + self._time_limit_s,
             self._logger,
         )
+
         ok = False
         result: bytes | None = None
         error: dict[str, str] | None = None
@@ -220,6 +227,7 @@ class TaskRunner:
         except BaseException as exc:  # noqa: BLE001 - every handler failure becomes a task error
             error = make_error(RUNTIME, type(exc).__name__, safe_str(exc))
             self._router.add(time.time(), "ERROR", format_exception(exc))
+
         logs = self._router.take()
         finished = time.time()
         try:
@@ -259,8 +267,8 @@ class TaskRunner:
         return encoded
 
     def _out_of_memory_error(self, exc: MemoryError) -> dict[str, str]:
-        # Clearing the frames frees the handler's locals, which usually hold the
-        # memory that ran out; the reserve leaves room to report the error.
+        # Clearing the frames frees the handler's locals, which usually reference
+        # the memory that ran out. The released reserve leaves room to report the error.
         self._reserve = None
         traceback.clear_frames(exc.__traceback__)
         message = f"Task exceeded the memory limit of {self._memory_limit_mb} MB"
@@ -283,3 +291,7 @@ class TaskRunner:
     ) -> bytes:
         encoded_result = orjson.Fragment(result) if ok and result is not None else None
         return orjson.dumps([index, ok, encoded_result, error, logs, started, finished])
+
+
+def _handler_not_loaded(task: Any, context: Context) -> Any:
+    raise RuntimeError("TaskRunner.set_handler was not called")

@@ -27,8 +27,8 @@ from taskservice.functions.spec import (
 
 logger = logging.getLogger("taskservice.functions")
 
-# Idle workers get this long to exit after their command pipe closes before
-# they are killed; a worker that runs a task when the pool closes is killed at once.
+# Seconds an idle worker gets to exit after its command pipe closes, before it
+# is killed. A worker that runs a task when the pool closes is killed at once.
 _STOP_GRACE_S = 1.0
 
 
@@ -45,7 +45,7 @@ class _FunctionSlots:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self, spec: FunctionSpec) -> WorkerProcess | None:
-        """Reserve a slot; return an idle worker started with ``spec`` or None when the caller must start one.
+        """Reserve a slot and return an idle worker started with ``spec``, or None when the caller must start one.
 
         ``spec`` becomes the latest spec of the function: idle workers started
         with another spec, such as an older version, are stopped.
@@ -92,7 +92,7 @@ class _FunctionSlots:
         return expired
 
     def close(self) -> list[WorkerProcess]:
-        """Reject waiting and future acquire calls; return the idle workers."""
+        """Reject waiting and future acquire calls, and return the idle workers."""
         self.closed = True
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -128,6 +128,11 @@ class RuntimePool:
     changed field, gets a new process. Workers idle for longer than
     ``idle_timeout_s`` are stopped. ``init_timeout_s`` limits the import of the
     handler module in a new worker.
+
+    ``python`` is the interpreter of the workers. It must be CPython 3.11 or
+    newer (workers start with ``-P``) and must be able to import orjson.
+    ``max_result_bytes`` limits the JSON size of a handler result and
+    ``max_log_bytes`` the log lines kept per task.
     """
 
     def __init__(
@@ -157,7 +162,7 @@ class RuntimePool:
         self._closed = False
 
     async def run_batch(self, spec: FunctionSpec, tasks: Sequence[dict[str, Any]]) -> list[TaskOutcome]:
-        """Run ``tasks`` (wire-form task dicts) with the function ``spec``; return one outcome per task, in order.
+        """Run ``tasks`` (wire-form task dicts) with the function ``spec`` and return one outcome per task, in order.
 
         Failures of user code (exceptions, invalid results, time limit, crash,
         import errors) become failed outcomes. Raises PoolClosedError when the
@@ -188,6 +193,8 @@ class RuntimePool:
                     if failure is not None:
                         self._workers.discard(worker)
                         worker = None
+                        if self._closed:
+                            raise PoolClosedError("RuntimePool was closed while a worker process started")
                         run.fail_remaining(failure.error, failure.logs, started)
                         break
                 await run.run_on(worker)
@@ -230,7 +237,8 @@ class RuntimePool:
         try:
             await worker.start()
         except BaseException:
-            self._workers.discard(worker)
+            # stop() kills the process if it was started and releases its pipes and folder.
+            self._retire(worker)
             raise
         if self._closed:
             await self._stop_worker(worker, 0)
@@ -244,7 +252,7 @@ class RuntimePool:
             self._workers.discard(worker)
 
     def _retire(self, worker: WorkerProcess) -> None:
-        """Stop ``worker`` in the background; ``close`` waits for it."""
+        """Stop ``worker`` in the background. ``close`` waits for these stops."""
         task = asyncio.ensure_future(self._stop_worker(worker, _STOP_GRACE_S))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -55,7 +55,7 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class InitFailure:
-    """Why a worker could not load the handler; ``logs`` holds ``[unix_time, level, text]`` entries."""
+    """Reason why a worker could not load the handler, with ``[unix_time, level, text]`` log entries."""
 
     error: dict[str, str]
     logs: list[list[Any]]
@@ -69,8 +69,8 @@ def build_environment(spec: FunctionSpec, home: str) -> dict[str, str]:
     """Build the clean environment of a worker: minimal defaults plus the function's own variables.
 
     Nothing is inherited from the pool process. ``PYTHONPATH`` makes the
-    ``taskservice`` package importable; a ``PYTHONPATH`` set by the function
-    is appended after it.
+    ``taskservice`` package importable, and a ``PYTHONPATH`` set by the
+    function is appended after it.
     """
     environment = {
         "PATH": _MINIMAL_PATH,
@@ -205,6 +205,8 @@ class WorkerProcess:
     async def start(self) -> None:
         """Start the process and send it the init message."""
         loop = asyncio.get_running_loop()
+        # NOTE: stop() removes this folder, so a pool process that is killed
+        # leaves the folders of its workers behind.
         self._home = tempfile.mkdtemp(prefix="taskservice-function-")
         command_read, command_write = os.pipe()
         result_read, result_write = os.pipe()
@@ -271,7 +273,7 @@ class WorkerProcess:
         self._send({"kind": "batch", "tasks": tasks})
 
     async def receive(self) -> list[Any]:
-        """Wait for the next decoded messages; raise WorkerExited or ProtocolError when none can come."""
+        """Wait for the next decoded messages. Raise WorkerExited or ProtocolError when none can arrive."""
         assert self._results is not None
         return await self._results.receive()
 
@@ -280,7 +282,7 @@ class WorkerProcess:
         return [] if self._results is None else self._results.take_received()
 
     async def initialize(self, timeout_s: float) -> InitFailure | None:
-        """Wait for the worker to load the handler; return None when ready, else why it failed.
+        """Wait for the worker to load the handler. Return None when it is ready, else the reason for the failure.
 
         On failure the worker is stopped before this method returns.
         """
@@ -320,13 +322,17 @@ class WorkerProcess:
         return [[at, level, text] for at, level, text in self.output_tail(since)]
 
     def kill(self) -> None:
-        """Send SIGKILL to the worker's process group without waiting."""
+        """Send SIGKILL to the worker's process group without waiting.
+
+        The worker leads its own session, so it cannot leave the group. The
+        asyncio Process.kill method is not used: it polls the process first,
+        which can reap it before the asyncio child watcher does, and asyncio
+        then reports exit code 255 in place of the real status.
+        """
         if self._process is None or self._process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self._process.kill()
 
     async def wait_exited(self) -> int:
         """Wait until the process is reaped and the result pipe and output pipes are read to the end."""
@@ -349,7 +355,7 @@ class WorkerProcess:
         return returncode
 
     def recover_items(self) -> list[Any]:
-        """Return task items left in the outbox by a dead worker; call after wait_exited."""
+        """Return task items left in the outbox by a dead worker. Call it after wait_exited."""
         if self._outbox is None:
             return []
         (pending,) = OUTBOX_HEADER.unpack_from(self._outbox, 0)
@@ -379,7 +385,7 @@ class WorkerProcess:
         return f"code {returncode}"
 
     async def stop(self, grace_s: float) -> None:
-        """Stop the worker: close its command pipe, wait up to ``grace_s``, then kill it; release resources.
+        """Stop the worker and release its resources: close its command pipe, wait up to ``grace_s``, then kill it.
 
         Safe to call more than once and concurrently.
         """

@@ -6,7 +6,7 @@ orjson document. The pool writes to the worker's command pipe:
 * ``{"kind": "init", ...}`` once, right after the process starts;
 * ``{"kind": "batch", "tasks": [...]}`` for each batch, as a single write.
 
-The worker answers on its result pipe with control messages (JSON objects)
+The worker sends on its result pipe control messages (JSON objects)
 ``{"kind": "ready"}`` or ``{"kind": "init_error", "error": {...}, "logs": [...]}``
 and with one task item (a JSON array) per finished task::
 
@@ -36,7 +36,8 @@ OUTBOX_HEADER = struct.Struct("<Q")
 OUTBOX_DATA_OFFSET = OUTBOX_HEADER.size
 OUTBOX_SIZE = 1024 * 1024
 
-# Control messages larger than this are rejected; task items may be larger.
+# Allowance for the error and other fields of a frame. The pool rejects frames
+# larger than the result limit plus eight times the log limit plus this value.
 MAX_CONTROL_FRAME_BYTES = 16 * 1024 * 1024
 
 CHILD_MODULE = "taskservice.functions.child"

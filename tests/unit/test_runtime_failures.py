@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,7 +111,7 @@ async def test_crash_fails_only_running_task(pool, entry_point, message):
 
 async def test_crash_mid_batch_keeps_other_results(pool, tmp_path):
     # The fast tasks finish right before a crash, so their items are still
-    # buffered in the worker when it dies; they must not be lost or rerun.
+    # buffered in the worker when it dies. They must be neither lost nor rerun.
     run_log = tmp_path / "runs.txt"
     spec = make_spec("handlers.crash_on_data", environment={"RUN_LOG": str(run_log)})
 
@@ -148,12 +153,41 @@ async def test_memory_limit_fails_task_only(pool, entry_point, megabytes):
         "name": "Runtime.OutOfMemory",
         "message": "Task exceeded the memory limit of 128 MB",
     }
-    assert outcomes[0].result == outcomes[2].result == 16
+    assert outcomes[0].result == 16
+    assert outcomes[2].result == 16
     (again,) = await pool.run_batch(spec, make_tasks(16))
     assert again.ok
 
 
-async def test_raw_process_output_does_not_break_protocol(pool):
+async def test_raw_fd_output_keeps_protocol(pool):
     outcomes = await pool.run_batch(make_spec("handlers.write_fd"), make_tasks(None, None))
 
     assert [outcome.result for outcome in outcomes] == ["ok", "ok"]
+
+
+async def test_worker_dies_with_pool_process(tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from tests.unit.runtime_functions.support import make_spec, make_tasks
+        from taskservice.functions import RuntimePool
+
+        spec = make_spec("handlers.write_pid_and_hang", environment={{"PID_FILE": {str(pid_file)!r}}}, time_limit_s=60)
+        asyncio.run(RuntimePool().run_batch(spec, make_tasks(None)))
+        """
+    )
+    # The killed pool process cannot remove the worker's temporary folder, so
+    # it creates that folder under tmp_path.
+    environment = {**os.environ, "TMPDIR": str(tmp_path)}
+    repository_root = Path(__file__).resolve().parents[2]
+    pool_process = subprocess.Popen([sys.executable, "-c", script], cwd=repository_root, env=environment)
+    try:
+        assert await wait_until(pid_file.exists, timeout_s=10)
+        worker_pid = int(pid_file.read_text())
+        assert not process_gone(worker_pid)
+    finally:
+        pool_process.kill()
+        pool_process.wait(timeout=10)
+
+    assert await wait_until(lambda: process_gone(worker_pid))

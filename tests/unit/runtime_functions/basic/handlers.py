@@ -1,4 +1,4 @@
-"""Handlers used by the runtime tests; each reads its input from task["data"]."""
+"""Handlers used by the runtime tests. Each reads its input from task["data"]."""
 
 import asyncio
 import ctypes
@@ -147,3 +147,12 @@ def crash_on_data(task, context):
     with open(os.environ["RUN_LOG"], "a", encoding="utf-8") as run_log:
         run_log.write(task["id"] + "\n")
     return {"id": task["id"], "pid": os.getpid()}
+
+
+def write_pid_and_hang(task, context):
+    # Renaming makes the file appear with its full content.
+    partial_path = os.environ["PID_FILE"] + ".partial"
+    with open(partial_path, "w", encoding="utf-8") as pid_file:
+        pid_file.write(str(os.getpid()))
+    os.replace(partial_path, os.environ["PID_FILE"])
+    time.sleep(30)
