@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     worker_claim_batch_size: int = Field(default=500, ge=1, le=10_000, description="Tasks claimed per query.")
     worker_max_in_flight: int = Field(default=1_000, ge=1, description="Tasks one worker process runs at once.")
     worker_poll_interval_s: float = Field(default=1.0, gt=0, description="Claim poll when no notification arrives.")
+    max_running_tasks: int | None = Field(
+        default=None, ge=1,
+        description="Tasks running at once across all workers; unset for no limit (ExtraHorizon uses 5).",
+    )
+    shutdown_grace_s: float = Field(default=30.0, ge=0, description="Wait for running tasks on shutdown.")
+    cancel_grace_s: float = Field(default=5.0, ge=0, description="Wait after interrupting a cancelled task.")
+    task_failed_topic: str | None = Field(
+        default=None,
+        description="Topic of task_failed events; unset: the first exh topic, empty: none.",
+    )
     runtime_processes_per_function: int = Field(default=2, ge=1, le=64, description="Warm runtimes per function.")
     runtime_idle_timeout_s: float = Field(default=300.0, gt=0, description="Idle runtime processes stop after this.")
     lease_s: float = Field(default=60.0, ge=5, description="Lease of a running task beyond its time limit.")
@@ -96,6 +106,36 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default=Path(".state"), description="Folder of embedded servers and deployed code.")
     http_host: str = Field(default="127.0.0.1", description="Address of the HTTP server (health, metrics).")
     http_port: int = Field(default=8080, ge=0, le=65_535, description="Port of the HTTP server; 0 disables it.")
+    http_max_body_bytes: int = Field(
+        default=15 * 1024 * 1024, ge=1_024,
+        description="Largest HTTP request body; a 10 MB function zip is about 13.4 MB as base64.",
+    )
+    admin_email: str = Field(
+        default="admin@example.com", min_length=3, description="Email of the administrator created when no user exists."
+    )
+    admin_password: str | None = Field(
+        default=None,
+        description="Password of that administrator. Unset: dev uses a development default; run creates no user.",
+    )
+    oauth2_client_id: str = Field(
+        default="taskservice", min_length=1, description="Public OAuth2 client created with that administrator."
+    )
+    access_token_lifetime_s: float = Field(default=3_600.0, ge=1, description="Lifetime of an access token.")
+    refresh_token_lifetime_s: float = Field(
+        default=30 * 86_400.0, ge=60, description="Lifetime of a refresh token."
+    )
+    direct_execution_max_concurrency: int = Field(
+        default=10, ge=1, le=1_000, description="Direct executions running at once per HTTP process."
+    )
+    api_function_max_concurrency: int = Field(
+        default=10, ge=1, le=1_000, description="API-function calls running at once per HTTP process."
+    )
+    sync_execution_max_time_limit_s: int = Field(
+        default=30, ge=3, le=300, description="Largest timeLimit of a function run by execute or as API function."
+    )
+    api_function_max_payload_bytes: int = Field(
+        default=6 * 1024 * 1024, ge=1_024, description="Largest API-function request and response."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="json, text, or auto (text on a terminal, else json)."
@@ -141,11 +181,23 @@ class Settings(BaseSettings):
                     f"topic {special!r} is both ingested and written by the service; "
                     "remove it from topics or rename results_topic / dead_letter_topic"
                 )
+        if self.task_failed_topic and self.task_failed_topic == self.results_topic:
+            raise ValueError(
+                f"task_failed_topic and results_topic are both {self.results_topic!r}; "
+                "task_failed events need their own topic"
+            )
         if self.heartbeat_interval_s >= self.lease_s:
             raise ValueError(
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be below lease_s ({self.lease_s})"
             )
         return self
+
+    @property
+    def task_failed_events_topic(self) -> str:
+        """The topic task_failed events go to, or "" when they are turned off."""
+        if self.task_failed_topic is not None:
+            return self.task_failed_topic
+        return next((topic for topic, fmt in self.topics.items() if fmt == "exh"), "")
 
     @property
     def uses_embedded_servers(self) -> bool:

@@ -28,13 +28,27 @@ MAX_CODE_BYTES = 10 * 1024 * 1024
 _SKIPPED_PARTS = {"__pycache__", ".pytest_cache"}
 
 
+class Backoff(BaseModel):
+    """Exponential backoff of retries, an extension of the ExtraHorizon retry policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initialSeconds: float = Field(default=2.0, gt=0, le=86_400)
+    multiplier: float = Field(default=2.0, ge=1, le=100)
+    maxSeconds: float = Field(default=300.0, gt=0, le=86_400)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+
 class RetryPolicy(BaseModel):
-    """ExtraHorizon retry policy of a function."""
+    """ExtraHorizon retry policy of a function, with the optional extensions."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     errorsToRetry: list[str] = Field(default_factory=list)
+    maxAttempts: int | None = Field(default=None, ge=1, le=100, description="Runs in total; default 4.")
+    backoff: Backoff | None = None
+    nonRetryableErrors: list[str] = Field(default_factory=list)
 
 
 class FunctionFile(BaseModel):
@@ -50,6 +64,7 @@ class FunctionFile(BaseModel):
     memoryLimit: int = Field(default=128, ge=128, le=10240)
     environmentVariables: dict[str, str] = Field(default_factory=dict)
     defaultPriority: int = 0
+    concurrencyLimit: int | None = Field(default=None, ge=1, le=100_000)
     retryPolicy: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @field_validator("name")
@@ -132,7 +147,8 @@ def load_function_folder(folder: Path) -> dict[str, Any]:
         "memory_limit_mb": spec.memoryLimit,
         "environment_variables": {key: {"value": value} for key, value in spec.environmentVariables.items()},
         "execution_options": {"permissionMode": "permissionRequired", "defaultPriority": spec.defaultPriority},
-        "retry_policy": spec.retryPolicy.model_dump(),
+        "retry_policy": spec.retryPolicy.model_dump(exclude_none=True),
+        "concurrency_limit": spec.concurrencyLimit,
     }
 
 

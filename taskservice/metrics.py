@@ -58,6 +58,11 @@ TASK_QUEUE_WAIT_SECONDS = Histogram(
     ["function"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600),
 )
+TASK_RETRIES = Counter(
+    "taskservice_task_retries_total",
+    "Failed runs followed by a retry task, by function.",
+    ["function"],
+)
 TASKS_RUNNING = Gauge(
     "taskservice_tasks_running",
     "Tasks claimed by this worker process and not yet finished.",

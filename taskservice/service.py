@@ -71,7 +71,10 @@ class Service:
         pool = await create_pool(settings.database_url, size=settings.database_pool_size, role="-".join(self.roles))
         self._cleanup.append(pool.close)
         repository = Repository(pool)
-        notifier = Notifier(settings.database_url, ["taskservice_tasks", "taskservice_outbox", "taskservice_definitions"])
+        notifier = Notifier(
+            settings.database_url,
+            ["taskservice_tasks", "taskservice_outbox", "taskservice_definitions", "taskservice_cancel"],
+        )
         self._spawn("notifier", notifier.run(self.stopping))
         self._spawn("health-check", self._check_health(pool))
 
@@ -102,6 +105,7 @@ class Service:
             catalog = FunctionCatalog(repository, settings.state_dir / "code")
             self._spawn("catalog-refresh", self._refresh_catalog(catalog, notifier.event("taskservice_definitions")))
             worker = Worker(settings, repository, runtime, catalog, self.health, notifier.event("taskservice_tasks"))
+            notifier.subscribe("taskservice_cancel", worker.request_cancel)
             self._spawn("worker", worker.run(self.stopping))
         if "sweeper" in self.roles:
             self._spawn("sweeper", LeaseSweeper(settings, repository, self.health).run(self.stopping))

@@ -26,12 +26,16 @@ class TaskResultMessage(BaseModel):
 
     taskId: str = Field(description="Task id, 24 lowercase hex characters; also the record key.")
     functionName: str
-    status: Literal["complete", "failed"]
+    status: Literal["complete", "failed", "retried", "canceled"] = Field(
+        description="complete or failed; retried when a retry task follows; canceled when cancelled while running."
+    )
     attempt: int = Field(ge=1, description="Run number of this task, starting at 1.")
     result: Any = Field(default=None, description="The function's return value; null when it failed.")
-    error: TaskError | None = Field(default=None, description="Present when status is failed.")
+    error: TaskError | None = Field(default=None, description="Present unless status is complete.")
     eventId: str | None = Field(default=None, description="Id of the event that created the task, if any.")
     tags: list[str] = Field(default_factory=list)
+    retriedByTaskId: str | None = Field(default=None, description="The retry task, when status is retried.")
+    retryForTaskIds: list[str] | None = Field(default=None, description="Earlier tasks of the chain, oldest first.")
     creationTimestamp: str
     startTimestamp: str = Field(description="When the task became due.")
     startedTimestamp: str | None = Field(default=None, description="When this run started.")

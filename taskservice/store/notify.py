@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from taskservice.errors import DatabaseUnavailableError
 from taskservice.store.db import Connection, connect
@@ -26,6 +26,11 @@ class Notifier:
         self.events: dict[str, asyncio.Event] = {channel: asyncio.Event() for channel in channels}
         self._connection: Connection | None = None
         self._broken = asyncio.Event()
+        self._subscribers: dict[str, list[Callable[[str], None]]] = {}
+
+    def subscribe(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Call callback with the payload of every notification on channel."""
+        self._subscribers.setdefault(channel, []).append(callback)
 
     def event(self, channel: str) -> asyncio.Event:
         """Return the event set on notifications of channel."""
@@ -60,10 +65,16 @@ class Notifier:
         for event in self.events.values():
             event.set()
 
-    def _on_notification(self, _connection: object, _pid: int, channel: str, _payload: str) -> None:
+    def _on_notification(self, _connection: object, _pid: int, channel: str, payload: str) -> None:
         event = self.events.get(channel)
         if event is not None:
             event.set()
+        for callback in self._subscribers.get(channel, []):
+            try:
+                callback(payload)
+            except Exception:  # noqa: BLE001 - one subscriber must not stop the others
+                logger.exception("notification callback failed", extra={"event": "notify_callback_failed",
+                                                                        "channel": channel})
 
     async def _close(self) -> None:
         connection, self._connection = self._connection, None

@@ -58,9 +58,13 @@ class Repository:
         return await executor.fetch(queries.insert_tasks, encode_json_rows(rows))
 
     @_translated
-    async def claim_tasks(self, limit: int, worker_id: str, lease_s: float) -> list[Record]:
-        """Move up to limit due tasks to inProgress for this worker, in queue order."""
-        rows = await self.pool.fetch(queries.claim_tasks, limit, worker_id, lease_s)
+    async def claim_tasks(
+        self, limit: int, worker_id: str, lease_s: float, max_running: int | None = None
+    ) -> list[Record]:
+        """Move up to limit due tasks to inProgress for this worker, in queue order, within the limits."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(queries.lock_claims)
+            rows = await connection.fetch(queries.claim_tasks, limit, worker_id, lease_s, max_running)
         return sorted(rows, key=lambda row: (-row["priority"], row["start_timestamp"], row["id"]))
 
     @_translated
@@ -69,22 +73,33 @@ class Repository:
         return await self.pool.fetchval(queries.next_due_timestamp)
 
     @_translated
-    async def finish_tasks(self, outcomes: Sequence[dict[str, Any]], results_topic: str) -> list[Record]:
-        """Store run outcomes with their result messages and logs; return the tasks changed."""
+    async def finish_tasks(
+        self,
+        outcomes: Sequence[dict[str, Any]],
+        results_topic: str,
+        task_failed_topic: str = "",
+        connection: Connection | None = None,
+    ) -> list[Record]:
+        """Store run outcomes with their retries, result messages and logs; return the tasks changed."""
         if not outcomes:
             return []
-        return await self.pool.fetch(queries.finish_tasks, encode_json_rows(outcomes), results_topic)
+        executor = connection or self.pool
+        return await executor.fetch(queries.finish_tasks, encode_json_rows(outcomes), results_topic, task_failed_topic)
 
     @_translated
-    async def renew_leases(self, task_ids: Sequence[str], worker_id: str, lease_s: float) -> list[str]:
-        """Extend the leases of running tasks; return the ids still held."""
-        rows = await self.pool.fetch(queries.renew_leases, list(task_ids), worker_id, lease_s)
-        return [row["id"] for row in rows]
+    async def renew_leases(self, task_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Record]:
+        """Extend the leases of running tasks; return the ids still held and their cancel flags."""
+        return await self.pool.fetch(queries.renew_leases, list(task_ids), worker_id, lease_s)
 
     @_translated
-    async def fail_expired_leases(self, results_topic: str, limit: int = 1000) -> list[Record]:
-        """Fail tasks whose lease expired and queue their results; return them."""
-        return await self.pool.fetch(queries.fail_expired_leases, results_topic, limit)
+    async def lock_expired_leases(self, connection: Connection, limit: int) -> list[Record]:
+        """Lock in-progress tasks whose lease expired, inside the caller's transaction."""
+        return await connection.fetch(queries.lock_expired_leases, limit)
+
+    @_translated
+    async def cancel_task(self, task_id: str, include_running: bool) -> Record | None:
+        """Cancel a new task, or flag a running one; return the status before and after, or None if unknown."""
+        return await self.pool.fetchrow(queries.cancel_task, task_id, include_running)
 
     @_translated
     async def release_tasks(self, task_ids: Sequence[str], worker_id: str) -> list[str]:
@@ -133,6 +148,7 @@ class Repository:
             orjson.dumps(definition.get("environment_variables", {})).decode(),
             orjson.dumps(definition.get("execution_options", {})).decode(),
             orjson.dumps(definition.get("retry_policy", {"enabled": False, "errorsToRetry": []})).decode(),
+            definition.get("concurrency_limit"),
         )
         return changed is not None
 

@@ -15,6 +15,7 @@ import orjson
 
 from taskservice.functions import FunctionSpec
 from taskservice.store.repository import Repository
+from taskservice.workers.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class FunctionEntry:
 
     spec: FunctionSpec | None
     unavailable_reason: str | None = None   # FUNCTION_DISABLED when disabled
+    retry_policy: RetryPolicy | None = None
 
 
 class FunctionCatalog:
@@ -59,8 +61,9 @@ class FunctionCatalog:
             self._entries = entries
 
     async def _entry_for(self, row: object) -> FunctionEntry:
+        retry_policy = RetryPolicy.from_json(orjson.loads(row["retry_policy"]))  # type: ignore[index]
         if not row["enabled"]:  # type: ignore[index]
-            return FunctionEntry(None, "FUNCTION_DISABLED")
+            return FunctionEntry(None, "FUNCTION_DISABLED", retry_policy)
         name: str = row["name"]  # type: ignore[index]
         digest: str = row["code_digest"]  # type: ignore[index]
         variables = orjson.loads(row["environment_variables"])  # type: ignore[index]
@@ -81,7 +84,7 @@ class FunctionCatalog:
             memory_limit_mb=int(row["memory_limit_mb"]),  # type: ignore[index]
             version=hashlib.sha256(version_source).hexdigest()[:16],
         )
-        return FunctionEntry(spec)
+        return FunctionEntry(spec, None, retry_policy)
 
     async def _ensure_code(self, name: str, digest: str) -> Path | None:
         target = self._code_root / f"{name}-{digest[:16]}"

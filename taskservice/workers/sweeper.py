@@ -1,21 +1,33 @@
-"""The lease sweep: fails in-progress tasks whose worker stopped renewing their lease."""
+"""The lease sweep: recovers in-progress tasks whose worker stopped renewing their lease.
+
+Each recovered run counts as a failed attempt with the error name `zombieTaskCleaned`
+and goes through the same finish path as any failed run, so the function's retry policy
+decides between a retry and a final failure, and a result message is queued either way.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+import orjson
+
 from taskservice import metrics
 from taskservice.config import Settings
 from taskservice.errors import DatabaseUnavailableError
 from taskservice.health import Health
+from taskservice.store.db import translate_errors
 from taskservice.store.repository import Repository
+from taskservice.workers.outcome import finish_row, zombie_outcome
+from taskservice.workers.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
+SWEEP_BATCH_SIZE = 1000
+
 
 class LeaseSweeper:
-    """Runs fail_expired_leases every sweep_interval_s; several replicas may run it at once."""
+    """Runs sweep_once every sweep_interval_s; several replicas may run it at once."""
 
     def __init__(self, settings: Settings, repository: Repository, health: Health) -> None:
         self._settings = settings
@@ -36,11 +48,26 @@ class LeaseSweeper:
                 pass
 
     async def sweep_once(self) -> int:
-        """Fail every task whose lease expired; return how many."""
-        failed = await self._repository.fail_expired_leases(self._settings.results_topic)
-        for row in failed:
+        """Finish every task whose lease expired as a zombieTaskCleaned failure; return how many."""
+        failed_events = bool(self._settings.task_failed_events_topic)
+        async with translate_errors("sweep"), self._repository.pool.acquire() as connection:
+            async with connection.transaction():
+                expired = await self._repository.lock_expired_leases(connection, SWEEP_BATCH_SIZE)
+                if not expired:
+                    return 0
+                rows = [
+                    finish_row(zombie_outcome(row["id"], row["started_timestamp"]), row["attempt"],
+                               RetryPolicy.from_json(orjson.loads(row["retry_policy"] or "{}")),
+                               task_failed_events=failed_events)
+                    for row in expired
+                ]
+                finished = await self._repository.finish_tasks(
+                    rows, self._settings.results_topic, self._settings.task_failed_events_topic, connection
+                )
+        for row in finished:
             metrics.ZOMBIE_TASKS_RECOVERED.labels(function=row["function_name"]).inc()
-            metrics.TASK_STATUS_TRANSITIONS.labels(function=row["function_name"], status="failed").inc()
-            logger.warning("task failed after its lease expired", extra={
-                "event": "zombie_task_cleaned", "task_id": row["id"], "function": row["function_name"]})
-        return len(failed)
+            metrics.TASK_STATUS_TRANSITIONS.labels(function=row["function_name"], status=row["status"]).inc()
+            logger.warning("task recovered after its lease expired; now %s", row["status"], extra={
+                "event": "zombie_task_cleaned", "task_id": row["id"], "function": row["function_name"],
+                "attempt": row["attempt"]})
+        return len(finished)

@@ -29,11 +29,10 @@ from taskservice.functions import RuntimePool, TaskOutcome
 from taskservice.health import Health
 from taskservice.store.db import Record, retry_until_done
 from taskservice.store.repository import Repository
-from taskservice.workers.catalog import FunctionCatalog
+from taskservice.workers.catalog import FunctionCatalog, FunctionEntry
+from taskservice.workers.outcome import finish_row
 
 logger = logging.getLogger(__name__)
-
-SHUTDOWN_GRACE_S = 30.0
 
 
 def new_worker_id() -> str:
@@ -76,20 +75,6 @@ def _unavailable_outcome(row: Record, name: str, message: str) -> TaskOutcome:
     )
 
 
-def outcome_row(outcome: TaskOutcome, attempt: int) -> dict[str, Any]:
-    """Build the finish_tasks input for one run."""
-    return {
-        "id": outcome.task_id,
-        "attempt": attempt,
-        "status": "complete" if outcome.ok else "failed",
-        "result": outcome.result if outcome.ok else None,
-        "error": outcome.error,
-        "started_timestamp": outcome.started_at.isoformat(),
-        "finished_timestamp": outcome.finished_at.isoformat(),
-        "logs": [[at.isoformat(), line] for at, line in outcome.logs],
-    }
-
-
 class Worker:
     """Claims and runs tasks until stopped; several workers share the queue safely."""
 
@@ -110,8 +95,18 @@ class Worker:
         self._wake = wake
         self.worker_id = new_worker_id()
         self._running: dict[str, int] = {}          # task id -> attempt
+        self._cancel_sent: set[str] = set()
         self._groups: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+
+    def request_cancel(self, task_id: str) -> None:
+        """Interrupt a task this worker runs, after a cancel request for it."""
+        if task_id not in self._running or task_id in self._cancel_sent:
+            return
+        self._cancel_sent.add(task_id)
+        found = self._runtime.cancel(task_id, self._settings.cancel_grace_s)
+        logger.info("cancelling running task", extra={"event": "task_cancel_requested", "task_id": task_id,
+                                                      "worker_id": self.worker_id, "found": found})
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim and run tasks until stopping is set, then let running tasks finish."""
@@ -137,7 +132,9 @@ class Worker:
         self._wake.clear()
         limit = min(free, self._settings.worker_claim_batch_size)
         try:
-            rows = await self._repository.claim_tasks(limit, self.worker_id, self._settings.lease_s)
+            rows = await self._repository.claim_tasks(
+                limit, self.worker_id, self._settings.lease_s, self._settings.max_running_tasks
+            )
         except DatabaseUnavailableError as exc:
             logger.warning("cannot claim tasks: %s", exc, extra={"event": "claim_failed", "worker_id": self.worker_id})
             await asyncio.sleep(self._settings.worker_poll_interval_s)
@@ -164,23 +161,36 @@ class Worker:
 
     async def _run_group(self, function_name: str, rows: list[Record]) -> None:
         try:
-            outcomes = await self._execute(function_name, rows)
+            entry = await retry_until_done("load_function", lambda: self._catalog.get(function_name))
+            outcomes = await self._execute(function_name, entry, rows)
+            policy = entry.retry_policy if entry is not None else None
+            failed_events = bool(self._settings.task_failed_events_topic)
             attempts = {row["id"]: row["attempt"] for row in rows}
-            finished = [outcome_row(outcome, attempts[outcome.task_id]) for outcome in outcomes]
+            finished = [finish_row(outcome, attempts[outcome.task_id], policy, task_failed_events=failed_events)
+                        for outcome in outcomes]
             # The outcome must be stored even while the worker shuts down.
             stored = await asyncio.shield(self._store(finished))
             self._observe(function_name, outcomes, stored)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace; _drain puts these tasks back in the queue.
+            raise
         except Exception:
+            # The leases of these tasks are no longer renewed, so the sweep recovers them.
             logger.exception("running a batch of %s failed", function_name,
                              extra={"event": "batch_failed", "function": function_name, "worker_id": self.worker_id})
+            self._forget(rows)
+        else:
+            self._forget(rows)
         finally:
-            for row in rows:
-                self._running.pop(row["id"], None)
             metrics.TASKS_RUNNING.set(len(self._running))
             self._slot_freed.set()
 
-    async def _execute(self, function_name: str, rows: list[Record]) -> list[TaskOutcome]:
-        entry = await retry_until_done("load_function", lambda: self._catalog.get(function_name))
+    def _forget(self, rows: list[Record]) -> None:
+        for row in rows:
+            self._running.pop(row["id"], None)
+            self._cancel_sent.discard(row["id"])
+
+    async def _execute(self, function_name: str, entry: FunctionEntry | None, rows: list[Record]) -> list[TaskOutcome]:
         if entry is None:
             return [_unavailable_outcome(row, "FUNCTION_NOT_FOUND", f"No function named {function_name!r} exists")
                     for row in rows]
@@ -191,17 +201,21 @@ class Worker:
 
     async def _store(self, finished: list[dict[str, Any]]) -> list[Record]:
         return await retry_until_done(
-            "finish_tasks", lambda: self._repository.finish_tasks(finished, self._settings.results_topic)
+            "finish_tasks",
+            lambda: self._repository.finish_tasks(
+                finished, self._settings.results_topic, self._settings.task_failed_events_topic
+            ),
         )
 
     def _observe(self, function_name: str, outcomes: list[TaskOutcome], stored: list[Record]) -> None:
-        stored_ids = {row["id"] for row in stored}
+        stored_status = {row["id"]: row["status"] for row in stored}
         for outcome in outcomes:
-            status = "complete" if outcome.ok else "failed"
+            status = stored_status.get(outcome.task_id, "complete" if outcome.ok else "failed")
             metrics.TASK_DURATION_SECONDS.labels(function=function_name, outcome=status).observe(
                 (outcome.finished_at - outcome.started_at).total_seconds()
             )
-            if outcome.task_id not in stored_ids:
+            if outcome.task_id not in stored_status:
+                # The sweep recovered this task after its lease expired; its result stands.
                 logger.warning(
                     "task was no longer inProgress for this run; its outcome was discarded",
                     extra={"event": "finish_skipped", "task_id": outcome.task_id, "function": function_name,
@@ -209,12 +223,15 @@ class Worker:
                 )
                 continue
             metrics.TASK_STATUS_TRANSITIONS.labels(function=function_name, status=status).inc()
+            if status == "retried":
+                metrics.TASK_RETRIES.labels(function=function_name).inc()
             if not outcome.ok:
                 error = outcome.error or {}
-                logger.info(
-                    "task failed: %s: %s", error.get("name"), error.get("message"),
-                    extra={"event": "task_failed", "task_id": outcome.task_id, "function": function_name,
-                           "attempt": self._running.get(outcome.task_id)},
+                log = logger.error if status == "failed" else logger.info
+                log(
+                    "task %s: %s: %s", status, error.get("name"), error.get("message"),
+                    extra={"event": f"task_{status}", "task_id": outcome.task_id, "function": function_name,
+                           "attempt": self._running.get(outcome.task_id), "worker_id": self.worker_id},
                 )
 
     async def _sleep(self, stopping: asyncio.Event) -> None:
@@ -242,26 +259,35 @@ class Worker:
             if not self._running:
                 continue
             try:
-                await self._repository.renew_leases(list(self._running), self.worker_id, self._settings.lease_s)
+                held = await self._repository.renew_leases(list(self._running), self.worker_id, self._settings.lease_s)
             except DatabaseUnavailableError as exc:
                 logger.warning("cannot renew leases: %s", exc, extra={"event": "lease_renewal_failed",
                                                                      "worker_id": self.worker_id})
+                continue
+            # A missed cancel notification is caught here, one heartbeat later.
+            for row in held:
+                if row["cancel_requested"]:
+                    self.request_cancel(row["id"])
 
     async def _drain(self) -> None:
+        """Let running tasks finish within the grace period, then put the rest back in the queue."""
         if not self._groups:
             return
-        logger.info("waiting for %d running tasks", len(self._running),
+        logger.info("waiting up to %.0f s for %d running tasks", self._settings.shutdown_grace_s, len(self._running),
                     extra={"event": "worker_draining", "worker_id": self.worker_id})
         started = time.monotonic()
-        _done, pending = await asyncio.wait(set(self._groups), timeout=SHUTDOWN_GRACE_S)
+        _done, pending = await asyncio.wait(set(self._groups), timeout=self._settings.shutdown_grace_s)
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=5)
-            leftover = list(self._running)
-            if leftover:
-                # Runs cut short go back to the queue; they will run again elsewhere.
-                await self._repository.release_tasks(leftover, self.worker_id)
-                logger.warning("released %d tasks still running after %.0f s", len(leftover),
-                               time.monotonic() - started,
-                               extra={"event": "tasks_released", "worker_id": self.worker_id})
+            await asyncio.wait(pending, timeout=10)
+        leftover = list(self._running)
+        if not leftover:
+            return
+        # NOTE: a released run counts as not started, so a task longer than the grace
+        # period starts again after every shutdown until it gets a full run.
+        released = await retry_until_done("release_tasks",
+                                          lambda: self._repository.release_tasks(leftover, self.worker_id))
+        self._running.clear()
+        logger.warning("released %d tasks still running after %.0f s", len(released), time.monotonic() - started,
+                       extra={"event": "tasks_released", "worker_id": self.worker_id})

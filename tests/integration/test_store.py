@@ -100,17 +100,26 @@ async def test_finish_requires_in_progress_and_attempt(repository: Repository, s
 
 
 async def test_expired_lease_fails_task_once(repository: Repository, settings: Settings) -> None:
+    from taskservice.health import Health
+    from taskservice.workers.sweeper import LeaseSweeper
+
     await repository.insert_tasks([_row("k1")])
     claimed = await repository.claim_tasks(1, "w1", 0.001)
     await asyncio.sleep(0.05)
-    failed = await repository.fail_expired_leases(settings.results_topic)
-    assert [row["id"] for row in failed] == [claimed[0]["id"]]
-    assert await repository.fail_expired_leases(settings.results_topic) == []
+    sweeper = LeaseSweeper(settings, repository, Health())
+    assert await sweeper.sweep_once() == 1
+    assert await sweeper.sweep_once() == 0
     late = {"id": claimed[0]["id"], "attempt": 1, "status": "complete", "result": None, "error": None,
             "started_timestamp": "2027-01-01T00:00:00Z", "finished_timestamp": "2027-01-01T00:00:01Z", "logs": []}
     assert await repository.finish_tasks([late], settings.results_topic) == []
     assert await repository.renew_leases([claimed[0]["id"]], "w1", 30) == []
-    assert await repository.count_unsent_outbox() == 1
+    outbox = await repository.pool.fetch("SELECT topic, payload->>'type' AS type FROM outbox")
+    by_topic = {row["topic"]: row["type"] for row in outbox}
+    assert len(outbox) == 2
+    assert by_topic[settings.task_failed_events_topic] == "task_failed"
+    assert settings.results_topic in by_topic
+    rows = await repository.pool.fetch("SELECT status, error->>'name' AS error FROM tasks")
+    assert [(row["status"], row["error"]) for row in rows] == [("failed", "zombieTaskCleaned")]
 
 
 async def test_release_returns_task_to_queue(repository: Repository) -> None:
