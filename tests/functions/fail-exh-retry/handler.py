@@ -1,0 +1,5 @@
+"""Test function: fails with ValueError on every call."""
+
+
+def handle(task, context):
+    raise ValueError("always")

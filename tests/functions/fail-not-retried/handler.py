@@ -1,0 +1,5 @@
+"""Test function: fails with KeyError on every call."""
+
+
+def handle(task, context):
+    raise KeyError("missing")
