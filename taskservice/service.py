@@ -23,16 +23,18 @@ from taskservice.functions import RuntimePool
 from taskservice.health import Health
 from taskservice.kafka import create_producer, ensure_topics
 from taskservice.relay.outbox import OutboxRelay
+from taskservice.scheduler.scheduler import Scheduler
 from taskservice.store.db import create_pool
 from taskservice.store.notify import Notifier
 from taskservice.store.repository import Repository
+from taskservice.store.schedule_repository import ScheduleRepository
 from taskservice.workers.catalog import FunctionCatalog
 from taskservice.workers.sweeper import LeaseSweeper
 from taskservice.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("ingest", "worker", "relay", "sweeper", "http")
+ROLES = ("ingest", "worker", "relay", "sweeper", "scheduler", "http")
 HEALTH_CHECK_INTERVAL_S = 2.0
 
 
@@ -71,9 +73,18 @@ class Service:
         pool = await create_pool(settings.database_url, size=settings.database_pool_size, role="-".join(self.roles))
         self._cleanup.append(pool.close)
         repository = Repository(pool)
+        work_repository = repository
+        if {"worker", "relay", "sweeper"} & set(self.roles):
+            work_pool = await create_pool(
+                settings.database_url, size=settings.database_pool_size, role="-".join(self.roles),
+                durable_commits=False,
+            )
+            self._cleanup.append(work_pool.close)
+            work_repository = Repository(work_pool)
         notifier = Notifier(
             settings.database_url,
-            ["taskservice_tasks", "taskservice_outbox", "taskservice_definitions", "taskservice_cancel"],
+            ["taskservice_tasks", "taskservice_outbox", "taskservice_definitions", "taskservice_cancel",
+             "taskservice_schedules"],
         )
         self._spawn("notifier", notifier.run(self.stopping))
         self._spawn("health-check", self._check_health(pool))
@@ -104,17 +115,23 @@ class Service:
             self._cleanup.insert(0, runtime.close)
             catalog = FunctionCatalog(repository, settings.state_dir / "code")
             self._spawn("catalog-refresh", self._refresh_catalog(catalog, notifier.event("taskservice_definitions")))
-            worker = Worker(settings, repository, runtime, catalog, self.health, notifier.event("taskservice_tasks"))
+            worker = Worker(settings, work_repository, runtime, catalog, self.health, notifier.event("taskservice_tasks"))
             notifier.subscribe("taskservice_cancel", worker.request_cancel)
             self._spawn("worker", worker.run(self.stopping))
-        if "sweeper" in self.roles:
-            self._spawn("sweeper", LeaseSweeper(settings, repository, self.health).run(self.stopping))
+        if "sweeper" in self.roles or "scheduler" in self.roles:
+            # The scheduler role includes the lease sweep; one sweep per process is enough.
+            self._spawn("sweeper", LeaseSweeper(settings, work_repository, self.health).run(self.stopping))
+        if "scheduler" in self.roles:
+            scheduler = Scheduler(settings, repository, ScheduleRepository(pool), self.health,
+                                  notifier.event("taskservice_schedules"))
+            self._spawn("scheduler", scheduler.run(self.stopping))
         if "relay" in self.roles:
             assert producer is not None
-            relay = OutboxRelay(settings, pool, repository, producer, self.health, notifier.event("taskservice_outbox"))
+            relay = OutboxRelay(settings, work_repository.pool, work_repository, producer, self.health,
+                                notifier.event("taskservice_outbox"))
             self._spawn("relay", relay.run(self.stopping))
         if "http" in self.roles and settings.http_port:
-            await self._start_http()
+            await self._start_http(pool)
 
     def _spawn(self, name: str, coroutine: Awaitable[Any]) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))  # type: ignore[arg-type]
@@ -186,14 +203,14 @@ class Service:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=HEALTH_CHECK_INTERVAL_S)
 
-    async def _start_http(self) -> None:
+    async def _start_http(self, pool: Any) -> None:
         import uvicorn
 
         from taskservice.api.app import create_app
 
         config = uvicorn.Config(
-            create_app(self.health), host=self.settings.http_host, port=self.settings.http_port,
-            log_level="warning", lifespan="off",
+            create_app(self.health, self.settings, pool), host=self.settings.http_host,
+            port=self.settings.http_port, log_level="warning", lifespan="on",
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

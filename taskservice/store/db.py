@@ -52,15 +52,25 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, size: int, role: str) -> asyncpg.Pool:
-    """Open a pool whose connections decode json with orjson and name the role in pg_stat_activity."""
+async def create_pool(dsn: str, *, size: int, role: str, durable_commits: bool = True) -> asyncpg.Pool:
+    """Open a pool whose connections decode json with orjson and name the role in pg_stat_activity.
+
+    With durable_commits off, a commit returns before its WAL reaches disk. A server
+    crash can then lose the last commits, but only whole transactions, which suits work
+    that is repeated when lost: task claims and outcomes (a lost claim or outcome leaves
+    the task to the lease sweep) and outbox marks (a lost mark republishes). Ingest
+    keeps durable commits, because it commits Kafka offsets after them.
+    """
+    server_settings = {"application_name": f"{APPLICATION_NAME}-{role}"}
+    if not durable_commits:
+        server_settings["synchronous_commit"] = "off"
     try:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=1,
             max_size=size,
             init=_init_connection,
-            server_settings={"application_name": f"{APPLICATION_NAME}-{role}"},
+            server_settings=server_settings,
             command_timeout=60,
         )
     except _CONNECTION_ERRORS as exc:

@@ -1,0 +1,147 @@
+"""Shared set-up of the benchmarks: servers, a fresh database, settings, timing helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from taskservice.config import Settings  # noqa: E402
+from taskservice.embedded.services import EmbeddedBroker  # noqa: E402
+from taskservice.store.migrate import migrate  # noqa: E402
+
+ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BENCH_FUNCTIONS = ROOT / "bench" / "functions"
+
+
+def machine() -> dict[str, object]:
+    """Describe the machine the figures come from."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "system": platform.platform()}
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[tuple[str, bool]]:
+    """Yield (bootstrap servers, is Tansu): KAFKA_BOOTSTRAP_SERVERS or a private Tansu broker."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured, os.environ.get("TASKSERVICE_TEST_BROKER") == "tansu"
+        return
+    server = EmbeddedBroker(Path(tempfile.mkdtemp(prefix="taskservice-bench-")))
+    server.start()
+    try:
+        yield server.bootstrap_servers, True
+    finally:
+        server.stop()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    base, _, query = dsn.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(migrated: bool = True) -> AsyncIterator[str]:
+    """Create a database for one benchmark and drop it afterwards."""
+    name = f"taskservice_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(ADMIN_DSN, name)
+    try:
+        if migrated:
+            await migrate(dsn)
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def bench_settings(dsn: str, bootstrap: str, is_tansu: bool, **overrides: object) -> Settings:
+    """Settings for a benchmark run, with topics private to it."""
+    suffix = uuid.uuid4().hex[:8]
+    values: dict[str, object] = {
+        "database_url": dsn, "kafka_bootstrap_servers": bootstrap, "kafka_enable_idempotence": not is_tansu,
+        "kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 500, "kafka_fetch_max_wait_ms": 5,
+        "topics": {f"bench-exh-{suffix}": "exh", f"bench-doc-{suffix}": "cloudevents"},
+        "results_topic": f"bench-results-{suffix}", "dead_letter_topic": f"bench-dlq-{suffix}",
+        "consumer_group": f"bench-{suffix}", "functions_dir": BENCH_FUNCTIONS, "http_port": 0,
+        "state_dir": Path(tempfile.mkdtemp(prefix="taskservice-bench-state-")), "log_level": "WARNING",
+        "log_format": "json",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce settings in a child process."""
+    import json
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKSERVICE_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, (dict, list)) else (
+            ("true" if value else "false") if isinstance(value, bool) else str(value))
+        env[f"TASKSERVICE_{name.upper()}"] = text
+    return env
+
+
+def start_roles(settings: Settings, roles: str) -> subprocess.Popen[bytes]:
+    """Start `taskservice run --role roles` as a child process."""
+    return subprocess.Popen([sys.executable, "-m", "taskservice.cli", "run", "--role", roles],
+                            env=settings_environment(settings), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a child with SIGTERM, then SIGKILL."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Return the value below which fraction of values lie (nearest rank)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def wait_until(check, timeout: float, interval: float = 0.05) -> None:
+    """Poll an async check until it returns True, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached in time")
+        await asyncio.sleep(interval)

@@ -1,0 +1,5 @@
+"""Benchmark function: does nothing."""
+
+
+def handle(task, context):
+    return None
