@@ -22,6 +22,19 @@ Time limit
     killing its worker with SIGKILL. The task fails with ``Runtime.Timeout``
     and the rest of the batch runs on a new worker.
 
+Cancellation
+    ``RuntimePool.cancel`` fails a task with ``TaskCanceled``. A task that has
+    not started is skipped without running its handler. A running handler is
+    interrupted through SIGUSR1: a sync handler gets a ``TaskCanceled``
+    exception (a BaseException) and an async handler's asyncio task is
+    cancelled, and the worker goes on with the batch. A handler that still
+    runs after the grace period is stopped by killing its worker, as with the
+    time limit.
+
+Text that PostgreSQL cannot store
+    NUL characters and lone surrogates in results, log lines and error
+    messages are replaced with U+FFFD.
+
 Public names: FunctionSpec, TaskOutcome, RuntimePool and PoolClosedError.
 """
 

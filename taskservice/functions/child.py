@@ -23,12 +23,18 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from taskservice.functions.child_interrupts import TaskInterrupts
 from taskservice.functions.child_logging import LogRouter, install_capture
 from taskservice.functions.child_tasks import InvocationError, TaskRunner, load_handler
 from taskservice.functions.protocol import (
+    CANCEL_FLAGS_OFFSET,
+    CANCEL_SIGNAL,
     FRAME_HEADER,
+    MAX_BATCH_TASKS,
     OUTBOX_DATA_OFFSET,
     OUTBOX_HEADER,
+    OUTBOX_SIZE,
+    TASK_STATES_OFFSET,
     encode_frame,
 )
 
@@ -44,11 +50,11 @@ class Outbox:
     lets the pool read items that were not copied yet if the process dies.
     """
 
-    def __init__(self, pipe_fd: int, memory_fd: int, flush_interval_s: float) -> None:
+    def __init__(self, pipe_fd: int, memory: mmap.mmap, flush_interval_s: float) -> None:
         self._pipe_fd = pipe_fd
-        self._memory = mmap.mmap(memory_fd, 0)
+        self._memory = memory
         self._view = memoryview(self._memory)
-        self._size = len(self._memory)
+        self._size = OUTBOX_SIZE
         self._pending = 0
         self._lock = threading.Lock()
         self._has_data = threading.Event()
@@ -110,6 +116,8 @@ class Outbox:
             os._exit(0)
 
     def _run_flusher(self) -> None:
+        # The cancel signal must reach the main thread, which runs the handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
         while True:
             self._has_data.wait()
             time.sleep(self._flush_interval_s)
@@ -184,13 +192,24 @@ def main(argv: list[str] | None = None) -> int:
     if init is None:
         return 0
 
-    outbox = Outbox(result_fd, outbox_fd, init["flush_interval_s"])
+    shared_memory = mmap.mmap(outbox_fd, 0)
     os.close(outbox_fd)
+    outbox = Outbox(result_fd, shared_memory, init["flush_interval_s"])
     outbox.start()
     router = LogRouter(init["max_log_bytes"])
     install_capture(router)
+    shared_view = memoryview(shared_memory)
+    interrupts = TaskInterrupts(
+        shared_view[CANCEL_FLAGS_OFFSET : CANCEL_FLAGS_OFFSET + MAX_BATCH_TASKS],
+        shared_view[TASK_STATES_OFFSET : TASK_STATES_OFFSET + MAX_BATCH_TASKS],
+    )
+    # NOTE: a handler module that installs its own handler for CANCEL_SIGNAL
+    # (SIGUSR1) disables the interrupt of running tasks. Cancelled tasks that
+    # have not started are still skipped, and the pool still kills the worker
+    # when a cancelled handler runs past the grace period.
+    signal.signal(CANCEL_SIGNAL, interrupts.handle_signal)
     # The runner allocates its memory reserve, so it is created before the limit.
-    runner = TaskRunner(init, router)
+    runner = TaskRunner(init, router, interrupts)
     _exit_with_parent(init["parent_pid"])
     _limit_memory(init["memory_limit_mb"])
     _put_code_dir_first(init["code_dir"])

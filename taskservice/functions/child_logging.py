@@ -10,7 +10,8 @@ attached to a record keeps its newlines.
 ``max_bytes`` caps the UTF-8 bytes of a task's log lines, each counted in its
 final layout ``<ISO time>\t<task id>\t<LEVEL>\t<text>``. Entries past the cap
 are dropped and counted, and one extra line at the end reports the number of
-dropped bytes.
+dropped bytes. NUL characters and lone surrogates, which PostgreSQL cannot
+store, are replaced with U+FFFD.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from typing import Any
 
 from taskservice.functions.protocol import format_log_line
+from taskservice.functions.storable_text import make_storable
 
 DROPPED_LEVEL = "WARNING"
 
@@ -57,13 +59,11 @@ class TaskLogBuffer:
         return _LINE_PREFIX_BYTES + self.task_id_bytes + len(level) + text_bytes
 
     def add(self, timestamp: float, level: str, text: str) -> None:
-        """Store one entry, or count its bytes as dropped when the cap is reached."""
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # Lone surrogates cannot be encoded and would make the task item unserialisable.
-                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        """Store one entry, or count its bytes as dropped when the cap is reached.
+
+        NUL characters and lone surrogates in ``text`` are replaced with U+FFFD.
+        """
+        text = make_storable(text)
         length = self._line_bytes(level, text)
         if self.size + length > self.max_bytes:
             self.dropped += length

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from taskservice.functions.child_interrupts import TaskCanceled, TaskInterrupts
 from taskservice.functions.child_logging import LogRouter
 from taskservice.functions.protocol import task_id_of
 from taskservice.functions.spec import (
@@ -26,8 +27,11 @@ from taskservice.functions.spec import (
     OUT_OF_MEMORY,
     RESULT_TOO_LARGE,
     RUNTIME,
+    TASK_CANCELED,
+    TASK_CANCELED_MESSAGE,
     make_error,
 )
+from taskservice.functions.storable_text import dumps_storable, make_storable
 
 # Frames from these folders are left out of the tracebacks shown to users.
 _HIDDEN_TRACEBACK_FOLDERS = (
@@ -156,7 +160,7 @@ def safe_str(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__} object>"
     if len(text) > MAX_ERROR_MESSAGE_CHARS:
         text = f"{text[:MAX_ERROR_MESSAGE_CHARS]}... (cut from {len(text)} characters)"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return make_storable(text)
 
 
 def format_exception(exc: BaseException) -> str:
@@ -164,6 +168,21 @@ def format_exception(exc: BaseException) -> str:
     details = traceback.TracebackException.from_exception(exc)
     _hide_runtime_frames(details)
     return "".join(details.format()).rstrip("\n")
+
+
+def _format_interrupt(exc: BaseException) -> str:
+    """Format the handler frames where a cancel interrupted it, followed by ``TaskCanceled: <message>``.
+
+    ``exc`` is the TaskCanceled or asyncio.CancelledError that the interrupt
+    raised. format_exception would show its class under its module path, and
+    the exception that the handler was handling, if any, which is not the cause.
+    """
+    stack = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__))
+    frames = [frame for frame in stack if not frame.filename.startswith(_HIDDEN_TRACEBACK_FOLDERS)]
+    last_line = f"{TASK_CANCELED}: {TASK_CANCELED_MESSAGE}"
+    if not frames:
+        return last_line
+    return "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + last_line
 
 
 def _hide_runtime_frames(details: traceback.TracebackException) -> None:
@@ -179,10 +198,11 @@ def _hide_runtime_frames(details: traceback.TracebackException) -> None:
 class TaskRunner:
     """Runs the tasks of a batch one after another and encodes their task items."""
 
-    def __init__(self, init: dict[str, Any], router: LogRouter) -> None:
+    def __init__(self, init: dict[str, Any], router: LogRouter, interrupts: TaskInterrupts) -> None:
         self._handler: Callable[..., Any] = _handler_not_loaded
         self._is_coroutine_function = False
         self._router = router
+        self._interrupts = interrupts
         self._function_name: str = init["function_name"]
         self._version: str = init["version"]
         self._time_limit_s: float = init["time_limit_s"]
@@ -198,7 +218,11 @@ class TaskRunner:
         self._is_coroutine_function = inspect.iscoroutinefunction(handler)
 
     def run_task(self, index: int, task: dict[str, Any]) -> bytes:
-        """Run one task and return its task item as JSON bytes."""
+        """Run task ``index`` of the batch message and return its task item as JSON bytes.
+
+        A task cancelled before it starts is skipped. A cancelled task fails
+        with TaskCanceled however its handler ended.
+        """
         task_id = task_id_of(task)
         self._router.current.set_task_id(task_id)
 
@@ -213,20 +237,43 @@ class TaskRunner:
             self._logger,
         )
 
+        interrupts = self._interrupts
         ok = False
         result: bytes | None = None
         error: dict[str, str] | None = None
         try:
-            result = self._encode_result(self._call(task, context))
+            try:
+                interrupts.enter(index)
+                value = self._call(task, context)
+            finally:
+                interrupts.leave()
+            result = self._encode_result(value)
             ok = True
+        except TaskCanceled as exc:
+            error = self._canceled_error(exc)
         except _ResultError as exc:
             error = make_error(RUNTIME, exc.name, exc.message)
             self._router.add(time.time(), "ERROR", f"{exc.name}: {exc.message}")
         except MemoryError as exc:
             error = self._out_of_memory_error(exc)
         except BaseException as exc:  # noqa: BLE001 - every handler failure becomes a task error
-            error = make_error(RUNTIME, type(exc).__name__, safe_str(exc))
-            self._router.add(time.time(), "ERROR", format_exception(exc))
+            if interrupts.canceled and isinstance(exc, asyncio.CancelledError):
+                error = self._canceled_error(exc)
+            else:
+                error = make_error(RUNTIME, make_storable(type(exc).__name__), safe_str(exc))
+                self._router.add(time.time(), "ERROR", format_exception(exc))
+        # A cancel signal can raise inside the first leave call, before it
+        # stored the task's end. No second exception can follow, because the
+        # signal handler raises at most once per task.
+        interrupts.leave()
+
+        if interrupts.canceled and (error is None or error["name"] != TASK_CANCELED):
+            # The handler caught the interrupt and ended in another way. The
+            # task still counts as cancelled.
+            ok = False
+            result = None
+            error = make_error(RUNTIME, TASK_CANCELED, TASK_CANCELED_MESSAGE)
+            self._router.add(time.time(), "ERROR", f"{TASK_CANCELED}: {TASK_CANCELED_MESSAGE}")
 
         logs = self._router.take()
         finished = time.time()
@@ -237,12 +284,21 @@ class TaskRunner:
             error = make_error(RUNTIME, OUT_OF_MEMORY, f"Task exceeded the memory limit of {self._memory_limit_mb} MB")
             return self._encode_item(index, False, None, error, [], started, finished)
 
+    def _canceled_error(self, exc: BaseException) -> dict[str, str]:
+        """Log where the handler was interrupted, or that it never started, and return the TaskCanceled error."""
+        if self._interrupts.skipped:
+            text = f"{TASK_CANCELED}: {TASK_CANCELED_MESSAGE} before it started"
+        else:
+            text = _format_interrupt(exc)
+        self._router.add(time.time(), "ERROR", text)
+        return make_error(RUNTIME, TASK_CANCELED, TASK_CANCELED_MESSAGE)
+
     def _call(self, task: dict[str, Any], context: Context) -> Any:
         if self._is_coroutine_function:
-            return self._event_loop().run_until_complete(self._handler(task, context))
+            return self._interrupts.run_in_loop(self._event_loop(), self._handler(task, context))
         value = self._handler(task, context)
         if inspect.isawaitable(value):
-            return self._event_loop().run_until_complete(value)
+            return self._interrupts.run_in_loop(self._event_loop(), value)
         return value
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -255,7 +311,7 @@ class TaskRunner:
 
     def _encode_result(self, value: Any) -> bytes:
         try:
-            encoded = orjson.dumps(value)
+            encoded = dumps_storable(value)
         except orjson.JSONEncodeError as exc:
             raise _ResultError(INVALID_RESULT, f"Handler result is not JSON-serializable: {exc}") from None
         if len(encoded) > self._max_result_bytes:

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -157,6 +158,7 @@ class RuntimePool:
         self._settings = WorkerSettings(python=python, max_result_bytes=max_result_bytes, max_log_bytes=max_log_bytes)
         self._functions: dict[str, _FunctionSlots] = {}
         self._workers: set[WorkerProcess] = set()
+        self._runs: set[BatchRun] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
@@ -179,6 +181,45 @@ class RuntimePool:
             return run.results()
 
         self._start_reaper()
+        self._runs.add(run)
+        try:
+            await self._run_on_workers(spec, run)
+        finally:
+            self._runs.discard(run)
+        return run.results()
+
+    def cancel(self, task_id: str, grace_s: float = 5.0) -> bool:
+        """Cancel task ``task_id`` in the batches of this pool. Return whether a batch had it without an outcome.
+
+        Returns False for an unknown task and for one that already has its
+        outcome. Otherwise the task fails with TaskCanceled, unless its handler
+        ends before the interrupt reaches it:
+
+        * A task that has not started is skipped, and its handler never runs.
+          This holds for a batch that waits for a free worker process as well.
+        * The handler of a running task is interrupted. A sync handler gets a
+          TaskCanceled exception, which derives from BaseException, and the
+          asyncio task of an async handler is cancelled. The worker goes on
+          with the rest of the batch.
+        * A handler may catch the exception, or block in code that a signal
+          does not interrupt. When it still runs ``grace_s`` seconds after the
+          later of the call and the task's start, the worker is killed, and
+          the rest of the batch runs on a new worker.
+
+        Other tasks, and workers of other batches, are not affected. Call it in
+        the thread of the event loop that runs the batches.
+        """
+        if not (isinstance(grace_s, (int, float)) and math.isfinite(grace_s)) or grace_s < 0:
+            raise ValueError(f"grace_s must be a finite number of seconds, 0 or more, got {grace_s!r}")
+        found = False
+        for run in list(self._runs):
+            if run.cancel(task_id, grace_s):
+                found = True
+        if found:
+            logger.debug("Cancelling task %s", task_id)
+        return found
+
+    async def _run_on_workers(self, spec: FunctionSpec, run: BatchRun) -> None:
         slots = self._slots(spec.name)
         worker = await slots.acquire(spec)
         try:
@@ -204,7 +245,6 @@ class RuntimePool:
             raise
         finally:
             slots.release(worker)
-        return run.results()
 
     async def close(self) -> None:
         """Stop every worker process and wait until all have exited and been reaped.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import functools
 import logging
 import mmap
 import os
@@ -12,18 +14,24 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import taskservice
 from taskservice.functions.protocol import (
+    CANCEL_FLAGS_OFFSET,
+    CANCEL_SIGNAL,
     CHILD_MODULE,
+    MAX_BATCH_TASKS,
     MAX_CONTROL_FRAME_BYTES,
     OUTBOX_DATA_OFFSET,
     OUTBOX_HEADER,
     OUTBOX_SIZE,
+    SHARED_MEMORY_SIZE,
+    TASK_RUNNING,
+    TASK_STATES_OFFSET,
     FrameDecoder,
     ProtocolError,
     encode_frame,
@@ -165,7 +173,8 @@ class WorkerProcess:
         self._settings = settings
         self._process: asyncio.subprocess.Process | None = None
         self._home = ""
-        self._outbox: mmap.mmap | None = None
+        self._shared_memory: mmap.mmap | None = None
+        self._killed = False
         self._results: _ResultProtocol | None = None
         self._commands: asyncio.WriteTransport | None = None
         self._output_tasks: list[asyncio.Task[None]] = []
@@ -210,10 +219,10 @@ class WorkerProcess:
         self._home = tempfile.mkdtemp(prefix="taskservice-function-")
         command_read, command_write = os.pipe()
         result_read, result_write = os.pipe()
-        outbox_fd = _create_outbox()
-        child_fds = (command_read, result_write, outbox_fd)
+        shared_fd = _create_shared_memory()
+        child_fds = (command_read, result_write, shared_fd)
         try:
-            self._outbox = mmap.mmap(outbox_fd, OUTBOX_SIZE)
+            self._shared_memory = mmap.mmap(shared_fd, SHARED_MEMORY_SIZE)
             self._process = await asyncio.create_subprocess_exec(
                 self._settings.python,
                 "-P",
@@ -268,9 +277,44 @@ class WorkerProcess:
         assert self._commands is not None
         self._commands.write(encode_frame(message))
 
-    def send_batch(self, tasks: Sequence[dict[str, Any]]) -> None:
-        """Send a batch of tasks to the worker in one write."""
+    def send_batch(self, tasks: Sequence[dict[str, Any]], canceled: Iterable[int] = ()) -> None:
+        """Send a batch of at most MAX_BATCH_TASKS tasks to the worker in one write.
+
+        The tasks at the indexes in ``canceled`` are skipped by the worker.
+        Call it only while the worker runs no batch, because it resets the
+        cancel flags and task states of the shared memory.
+        """
+        if len(tasks) > MAX_BATCH_TASKS:
+            raise ValueError(
+                f"Batch of {len(tasks)} tasks exceeds the maximum of {MAX_BATCH_TASKS} tasks per batch message"
+            )
+        assert self._shared_memory is not None
+        cleared = bytes(len(tasks))
+        self._shared_memory[CANCEL_FLAGS_OFFSET : CANCEL_FLAGS_OFFSET + len(tasks)] = cleared
+        self._shared_memory[TASK_STATES_OFFSET : TASK_STATES_OFFSET + len(tasks)] = cleared
+        for index in canceled:
+            self._shared_memory[CANCEL_FLAGS_OFFSET + index] = 1
         self._send({"kind": "batch", "tasks": tasks})
+
+    def interrupt(self, index: int) -> None:
+        """Cancel task ``index`` of the batch message that the worker runs.
+
+        Sets the task's cancel flag, then sends CANCEL_SIGNAL to the worker's
+        main thread. The worker skips the task if it has not started it yet,
+        interrupts its handler if it runs, and ignores the signal otherwise.
+        Does nothing once the worker was killed or has exited.
+        """
+        process = self._process
+        if self._shared_memory is None or process is None or process.returncode is not None or self._killed:
+            return
+        self._shared_memory[CANCEL_FLAGS_OFFSET + index] = 1
+        _signal_main_thread(process.pid, CANCEL_SIGNAL)
+
+    def is_running(self, index: int) -> bool:
+        """Return whether the worker reports that the handler of task ``index`` of its batch message runs."""
+        if self._shared_memory is None:
+            return False
+        return self._shared_memory[TASK_STATES_OFFSET + index] == TASK_RUNNING
 
     async def receive(self) -> list[Any]:
         """Wait for the next decoded messages. Raise WorkerExited or ProtocolError when none can arrive."""
@@ -331,6 +375,7 @@ class WorkerProcess:
         """
         if self._process is None or self._process.returncode is not None:
             return
+        self._killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
 
@@ -356,13 +401,13 @@ class WorkerProcess:
 
     def recover_items(self) -> list[Any]:
         """Return task items left in the outbox by a dead worker. Call it after wait_exited."""
-        if self._outbox is None:
+        if self._shared_memory is None:
             return []
-        (pending,) = OUTBOX_HEADER.unpack_from(self._outbox, 0)
+        (pending,) = OUTBOX_HEADER.unpack_from(self._shared_memory, 0)
         pending = min(pending, OUTBOX_SIZE - OUTBOX_DATA_OFFSET)
         decoder = FrameDecoder(OUTBOX_SIZE)
         try:
-            return decoder.feed(self._outbox[OUTBOX_DATA_OFFSET : OUTBOX_DATA_OFFSET + pending])
+            return decoder.feed(self._shared_memory[OUTBOX_DATA_OFFSET : OUTBOX_DATA_OFFSET + pending])
         except ProtocolError:
             logger.warning("Ignored unreadable outbox of dead worker %d of function %s", self.pid, self.spec.name)
             return []
@@ -417,9 +462,9 @@ class WorkerProcess:
             self._commands.close()
         if self._results is not None:
             self._results.close()
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox = None
+        if self._shared_memory is not None:
+            self._shared_memory.close()
+            self._shared_memory = None
         if self._home:
             shutil.rmtree(self._home, ignore_errors=True)
 
@@ -440,7 +485,8 @@ class WorkerProcess:
             self._record_output(level, name, partial)
 
     def _record_output(self, level: str, stream_name: str, raw_line: bytes) -> None:
-        text = raw_line.decode("utf-8", "replace").rstrip("\r")
+        # Invalid UTF-8 and NUL become U+FFFD, as in the lines that the worker captures.
+        text = raw_line.decode("utf-8", "replace").rstrip("\r").replace("\x00", "\ufffd")
         now = time.time()
         self._output_tail.append((now, level, text))
         if now - self._raw_window_start > _RAW_OUTPUT_WINDOW_S:
@@ -460,12 +506,41 @@ class WorkerProcess:
             )
 
 
-def _create_outbox() -> int:
-    """Create the shared memory file of a worker's outbox and return its descriptor."""
+def _create_shared_memory() -> int:
+    """Create the shared memory file of a worker (outbox, cancel flags, task states) and return its descriptor."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("taskservice-outbox")
     else:
         with tempfile.TemporaryFile() as handle:
             fd = os.dup(handle.fileno())
-    os.ftruncate(fd, OUTBOX_SIZE)
+    os.ftruncate(fd, SHARED_MEMORY_SIZE)
     return fd
+
+
+@functools.cache
+def _load_tgkill() -> Callable[[int, int, int], int] | None:
+    """Return libc's tgkill function, or None where libc has none (glibc before 2.30, macOS)."""
+    try:
+        tgkill = ctypes.CDLL(None, use_errno=True).tgkill
+    except (OSError, AttributeError):
+        return None
+    tgkill.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
+    tgkill.restype = ctypes.c_int
+    return tgkill
+
+
+def _signal_main_thread(pid: int, signum: int) -> None:
+    """Send ``signum`` to the main thread of process ``pid``, ignoring a process that has exited.
+
+    On Linux the id of a process's main thread equals the process id. kill()
+    may deliver the signal to any thread that does not block it, and one that
+    reaches another thread does not wake a main thread blocked in a system
+    call, so tgkill is used where libc provides it.
+    """
+    tgkill = _load_tgkill()
+    if tgkill is not None:
+        # A failure (ESRCH for a process that has exited) needs no handling.
+        tgkill(pid, pid, signum)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)

@@ -21,10 +21,24 @@ every flush interval and at the end of each batch. When the worker dies, the
 pool reads the items that had not been copied yet from the outbox, so results
 of finished tasks survive a crash of a later task. The outbox starts with an
 8-byte little-endian count of pending bytes, followed by the pending frames.
+
+The same shared memory contains two arrays of one byte per task of the batch
+message that the worker runs, each MAX_BATCH_TASKS bytes long:
+
+* cancel flags, written by the pool: 1 when the task is cancelled. The pool
+  clears them before it sends a batch and sets one before it sends
+  CANCEL_SIGNAL to the worker's main thread;
+* task states, written by the worker: TASK_RUNNING while the handler of the
+  task runs and TASK_FINISHED after it ended. The pool clears them before it
+  sends a batch.
+
+A batch message contains at most MAX_BATCH_TASKS tasks, so the pool sends a
+larger batch in parts.
 """
 
 from __future__ import annotations
 
+import signal
 import struct
 import time
 from typing import Any
@@ -35,6 +49,14 @@ FRAME_HEADER = struct.Struct(">I")
 OUTBOX_HEADER = struct.Struct("<Q")
 OUTBOX_DATA_OFFSET = OUTBOX_HEADER.size
 OUTBOX_SIZE = 1024 * 1024
+
+MAX_BATCH_TASKS = 64 * 1024
+CANCEL_FLAGS_OFFSET = OUTBOX_SIZE
+TASK_STATES_OFFSET = CANCEL_FLAGS_OFFSET + MAX_BATCH_TASKS
+SHARED_MEMORY_SIZE = TASK_STATES_OFFSET + MAX_BATCH_TASKS
+TASK_RUNNING = 1
+TASK_FINISHED = 2
+CANCEL_SIGNAL = signal.SIGUSR1
 
 # Allowance for the error and other fields of a frame. The pool rejects frames
 # larger than the result limit plus eight times the log limit plus this value.

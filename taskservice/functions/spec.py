@@ -27,6 +27,10 @@ TIMEOUT = "Runtime.Timeout"
 EXIT_ERROR = "Runtime.ExitError"
 PROTOCOL_ERROR = "Runtime.ProtocolError"
 
+# Error of a task stopped by RuntimePool.cancel, with its fixed message.
+TASK_CANCELED = "TaskCanceled"
+TASK_CANCELED_MESSAGE = "Task was cancelled"
+
 
 class PoolClosedError(RuntimeError):
     """Raised by RuntimePool.run_batch when the pool is closed before or during the batch."""

@@ -103,10 +103,12 @@ class Worker:
         """Interrupt a task this worker runs, after a cancel request for it."""
         if task_id not in self._running or task_id in self._cancel_sent:
             return
-        self._cancel_sent.add(task_id)
-        found = self._runtime.cancel(task_id, self._settings.cancel_grace_s)
-        logger.info("cancelling running task", extra={"event": "task_cancel_requested", "task_id": task_id,
-                                                      "worker_id": self.worker_id, "found": found})
+        # The runtime does not know a task until its batch reaches run_batch; the next
+        # heartbeat asks again in that case.
+        if self._runtime.cancel(task_id, self._settings.cancel_grace_s):
+            self._cancel_sent.add(task_id)
+            logger.info("cancelling running task", extra={"event": "task_cancel_requested", "task_id": task_id,
+                                                          "worker_id": self.worker_id})
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim and run tasks until stopping is set, then let running tasks finish."""

@@ -156,3 +156,33 @@ def write_pid_and_hang(task, context):
         pid_file.write(str(os.getpid()))
     os.replace(partial_path, os.environ["PID_FILE"])
     time.sleep(30)
+
+
+def unstorable_text(task, context):
+    # Task data travels as JSON, which cannot carry lone surrogates, so the
+    # handler builds the text from a code point.
+    data = task["data"]
+    text = f"a{chr(data['code_point'])}b"
+    place = data["place"]
+    if place == "result":
+        return text
+    if place == "nested":
+        return {"list": [text, (text, {"inner": text})]}
+    if place == "key":
+        return {text: 1}
+    if place == "print":
+        print(text)
+        return "printed"
+    if place == "logging":
+        logging.getLogger("some.library").warning("message %s", text)
+        return "logged"
+    if place == "error":
+        raise ValueError(text)
+    if place == "set_next_to_text":
+        return {text: {1, 2}}
+    if place == "int_key_next_to_text":
+        return {1: text}
+    if place == "raw_output_then_exit":
+        os.write(1, text.encode("utf-8", "surrogatepass") + b"\n")
+        os._exit(3)
+    raise ValueError(f"unknown place {place!r}")
