@@ -316,3 +316,26 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+async def test_cancel_running_task_interrupts_it(settings: Settings) -> None:
+    await prepare(settings)
+    await set_function_env(settings, "sleep", "SLEEP_SECONDS", "30")
+    async with TopicReader(settings, settings.results_topic) as results, running_service(settings, ("worker", "relay")):
+        [task_id] = await create_tasks(settings, "sleep", 1)
+        await wait_for(lambda: _status_is(settings, task_id, "inProgress"), timeout=10, message="task started")
+        pool = await create_pool(settings.database_url, size=2, role="test")
+        try:
+            outcome = await Repository(pool).cancel_task(task_id, include_running=True)
+        finally:
+            await pool.close()
+        assert (outcome["previous_status"], outcome["status"]) == ("inProgress", "inProgress")
+        cancelled_at = time.monotonic()
+        await wait_for(lambda: _status_is(settings, task_id, "canceled"), timeout=10, message="task canceled")
+        assert time.monotonic() - cancelled_at < 5
+        await wait_for(lambda: _has(results, 1), timeout=10, message="result message")
+    task = (await tasks_by_id(settings))[task_id]
+    assert task["retried_by_task_id"] is None
+    assert _error(task)["name"] == "TaskCanceled"
+    assert [message["status"] for message in results.json_values()] == ["canceled"]
+    assert len(await tasks_by_id(settings)) == 1
