@@ -1,4 +1,5 @@
-"""The `taskservice` command line: dev, run, migrate, functions, dispatchers, events, demo."""
+"""The `taskservice` command line: dev, run, migrate, functions, dispatchers, schedules, users,
+tokens, clients, events, demo."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from taskservice.auth.bootstrap import bootstrap
 from taskservice.config import Settings, load_settings
 from taskservice.errors import ServiceError
 from taskservice.logs import configure_logging
+from taskservice.auth.cli import COMMANDS as AUTH_COMMANDS
+from taskservice.auth.cli import add_parsers as add_auth_parsers
+from taskservice.scheduler.commands import add_schedules_parser
 
 logger = logging.getLogger("taskservice")
 
@@ -28,7 +33,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser("dev", help="run every role in one process; embedded servers when none are configured")
     run = commands.add_parser("run", help="run the given roles against the configured servers")
     run.add_argument("--role", action="append", required=True,
-                     help="ingest, worker, relay, sweeper or http; repeat or separate with commas")
+                     help="ingest, worker, relay, sweeper, scheduler or http; repeat or separate with commas")
     commands.add_parser("migrate", help="apply pending database migrations")
 
     functions = commands.add_parser("functions", help="manage functions").add_subparsers(dest="action", required=True)
@@ -43,6 +48,9 @@ def _build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="unique dispatcher name")
     create.add_argument("--data", default="{}", help="task data as a JSON object (default {})")
     create.add_argument("--tags", default="", help="comma-separated task tags")
+
+    add_schedules_parser(commands)
+    add_auth_parsers(commands)
 
     events = commands.add_parser("events", help="publish events").add_subparsers(dest="action", required=True)
     publish = events.add_parser("publish", help="publish each line of a JSON Lines file as one record")
@@ -85,6 +93,7 @@ def _command_dev(settings: Settings, _args: argparse.Namespace) -> int:
     with embedded_servers(settings) as resolved:
         async def main() -> None:
             await _prepare(resolved, sync_functions=True)
+            await bootstrap(resolved, dev_mode=True)
             logger.info("HTTP on http://%s:%d (metrics at /metrics)", resolved.http_host, resolved.http_port,
                         extra={"event": "dev_ready"})
             await _run_service(resolved, ROLES)
@@ -102,6 +111,9 @@ def _command_run(settings: Settings, args: argparse.Namespace) -> int:
         raise ServiceError(str(exc)) from exc
     if settings.database_url is None:
         raise ServiceError("database_url is not set; set DATABASE_URL (run does not start embedded servers)")
+    if "http" in roles:
+        # Creates the first administrator from admin_password, and refuses development defaults.
+        asyncio.run(bootstrap(settings, dev_mode=False))
     asyncio.run(_run_service(settings, roles))
     return 0
 
@@ -142,6 +154,12 @@ def _command_dispatchers(settings: Settings, args: argparse.Namespace) -> int:
     dispatcher_id = asyncio.run(create_dispatcher(settings, args.event_type, args.function, args.name, data, tags))
     print(dispatcher_id)
     return 0
+
+
+def _command_schedules(settings: Settings, args: argparse.Namespace) -> int:
+    from taskservice.scheduler.commands import run_schedules_command
+
+    return run_schedules_command(settings, args)
 
 
 def _command_events(settings: Settings, args: argparse.Namespace) -> int:
@@ -188,8 +206,10 @@ _COMMANDS = {
     "migrate": _command_migrate,
     "functions": _command_functions,
     "dispatchers": _command_dispatchers,
+    "schedules": _command_schedules,
     "events": _command_events,
     "demo": _command_demo,
+    **AUTH_COMMANDS,
 }
 
 

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1, le=10_000, description="Outbox rows published per batch.")
     relay_poll_interval_s: float = Field(default=1.0, gt=0, description="Outbox poll when no notification arrives.")
 
+    scheduler_tick_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="Maximum scheduler sleep; it wakes earlier at the next fire time or on a schedule change.",
+    )
+    scheduler_batch_size: int = Field(default=100, ge=1, le=10_000, description="Due schedules fired per transaction.")
+    scheduler_misfire_grace_s: float = Field(
+        default=60.0, ge=0, description="Age up to which a late fire time still runs under the skip catch-up policy."
+    )
+
     functions_dir: Path = Field(default=Path("functions"), description="Folder of project functions to register.")
     state_dir: Path = Field(default=Path(".state"), description="Folder of embedded servers and deployed code.")
     http_host: str = Field(default="127.0.0.1", description="Address of the HTTP server (health, metrics).")

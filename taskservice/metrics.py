@@ -91,3 +91,20 @@ BROKER_ERRORS = Counter(
     "Kafka operations that failed, by operation.",
     ["operation"],
 )
+SCHEDULE_FIRES = Counter(
+    "taskservice_schedule_fires_total",
+    "Schedule fire times handled, by outcome (created: a task was inserted; duplicate: "
+    "a task for that schedule and fire time already existed).",
+    ["outcome"],
+)
+SCHEDULE_FIRES_MISSED = Counter(
+    "taskservice_schedule_fires_missed_total",
+    "Due schedule fire times that got no task because of the catch-up policy (skip, latest, all).",
+    ["policy"],
+)
+API_REQUEST_SECONDS = Histogram(
+    "taskservice_api_request_duration_seconds",
+    "HTTP API request handling time, by method, route template (e.g. /tasks/v1/{task_id}) and status code.",
+    ["method", "route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
