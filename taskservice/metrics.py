@@ -2,6 +2,10 @@
 
 Labels never carry task ids, keys or offsets. `outcome`, `status` and `source` take
 values from the fixed sets named in each help text.
+
+Each gauge names its multiprocess mode. It applies only when PROMETHEUS_MULTIPROC_DIR is
+set, so that several processes of one pod share a /metrics endpoint (see
+taskservice/api/operations.py).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS_CONSUMED = Counter(
     "taskservice_records_consumed_total",
-    "Kafka records read by ingest, by topic and outcome (matched, unmatched, invalid, duplicate).",
+    "Kafka records read by ingest, by topic and outcome (matched, unmatched, invalid: not an event of the "
+    "topic's format, dead_lettered: an event whose tasks could not be stored).",
     ["topic", "outcome"],
 )
 RECORDS_DEAD_LETTERED = Counter(
@@ -22,6 +27,7 @@ CONSUMER_LAG = Gauge(
     "taskservice_consumer_lag_records",
     "Records between the committed position and the fetch high-water mark, per partition.",
     ["topic", "partition"],
+    multiprocess_mode="livemax",
 )
 INGEST_BATCH_SECONDS = Histogram(
     "taskservice_ingest_batch_duration_seconds",
@@ -66,6 +72,12 @@ TASK_RETRIES = Counter(
 TASKS_RUNNING = Gauge(
     "taskservice_tasks_running",
     "Tasks claimed by this worker process and not yet finished.",
+    multiprocess_mode="livesum",
+)
+WORKER_FREE_SLOTS = Gauge(
+    "taskservice_worker_free_slots",
+    "Tasks this worker process can still claim before it reaches worker_max_in_flight.",
+    multiprocess_mode="livesum",
 )
 ZOMBIE_TASKS_RECOVERED = Counter(
     "taskservice_zombie_tasks_recovered_total",
@@ -108,3 +120,57 @@ API_REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# Sampled from the database every metrics_sample_interval_s by the sweeper and scheduler
+# roles, so every replica of those roles reports the same values. Aggregate them with max.
+TASKS_DUE = Gauge(
+    "taskservice_tasks_due",
+    "Tasks in status new whose start time has passed, by function.",
+    ["function"],
+    multiprocess_mode="livemostrecent",
+)
+OLDEST_DUE_TASK_AGE_SECONDS = Gauge(
+    "taskservice_oldest_due_task_age_seconds",
+    "Time since the start time of the oldest due task in status new, by function; 0 when none is due.",
+    ["function"],
+    multiprocess_mode="livemostrecent",
+)
+OUTBOX_UNSENT = Gauge(
+    "taskservice_outbox_unsent_messages",
+    "Outbox messages the relay has not published yet.",
+    multiprocess_mode="livemostrecent",
+)
+OUTBOX_OLDEST_UNSENT_AGE_SECONDS = Gauge(
+    "taskservice_outbox_oldest_unsent_age_seconds",
+    "Age of the oldest unpublished outbox message; 0 when none waits.",
+    multiprocess_mode="livemostrecent",
+)
+
+# Process state, set by taskservice.health.Health.
+ROLE_RUNNING = Gauge(
+    "taskservice_role_running",
+    "1 while the role's loop runs in this process, by role (ingest, worker, relay, sweeper, scheduler).",
+    ["role"],
+    multiprocess_mode="livesum",
+)
+ROLE_PROGRESS_TIMESTAMP_SECONDS = Gauge(
+    "taskservice_role_last_progress_timestamp_seconds",
+    "Unix time at which the role's loop last completed an iteration, by role.",
+    ["role"],
+    multiprocess_mode="livemax",
+)
+DEPENDENCY_REACHABLE = Gauge(
+    "taskservice_dependency_reachable",
+    "1 when the last health check reached the dependency (database, broker), else 0.",
+    ["dependency"],
+    multiprocess_mode="livemin",
+)
+
+# Label values known in advance start at 0, so that rate() and the alert rules see these
+# series before the first event.
+for _operation in ("consumer_start", "dead_letter", "publish_outbox"):
+    BROKER_ERRORS.labels(operation=_operation)
+for _outcome in ("created", "duplicate"):
+    SCHEDULE_FIRES.labels(outcome=_outcome)
+for _policy in ("skip", "latest", "all"):
+    SCHEDULE_FIRES_MISSED.labels(policy=_policy)

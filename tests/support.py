@@ -73,6 +73,38 @@ async def publish(settings: Settings, topic: str, values: Iterable[bytes | dict[
         await producer.stop()
 
 
+async def publish_paced(settings: Settings, topic: str, events: Iterable[dict[str, Any]], *, chunk: int,
+                        interval_s: float, sent: list[Any]) -> None:
+    """Publish events keyed by id, chunk records every interval_s seconds, on one producer.
+
+    Appends the metadata of each record to sent as soon as its chunk is acknowledged, so
+    the caller can follow the progress while this runs in a background task.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0,
+                                enable_idempotence=False)
+    await producer.start()
+    try:
+        pending = list(events)
+        for start in range(0, len(pending), chunk):
+            futures = [
+                await producer.send(topic, value=orjson.dumps(event), key=str(event["id"]).encode())
+                for event in pending[start:start + chunk]
+            ]
+            sent.extend(await asyncio.gather(*futures))
+            if start + chunk < len(pending):
+                await asyncio.sleep(interval_s)
+    finally:
+        await producer.stop()
+
+
+def next_offsets(metadata: Iterable[Any]) -> dict[int, int]:
+    """Return, per partition, the offset after the last of the published records."""
+    offsets: dict[int, int] = {}
+    for record in metadata:
+        offsets[record.partition] = max(offsets.get(record.partition, 0), record.offset + 1)
+    return offsets
+
+
 class TopicReader:
     """Reads a topic from the beginning in the background and keeps every record."""
 
@@ -82,6 +114,7 @@ class TopicReader:
         self.records: list[Any] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> TopicReader:
         await ensure_topics(self._settings, [self._topic])
@@ -97,12 +130,32 @@ class TopicReader:
         consumer = AIOKafkaConsumer(self._topic, bootstrap_servers=self._settings.kafka_bootstrap_servers,
                                     group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=5)
         await consumer.start()
+        self._consumer = consumer
         try:
             while not self._stop.is_set():
                 for records in (await consumer.getmany(timeout_ms=100)).values():
                     self.records.extend(records)
         finally:
+            self._consumer = None
             await consumer.stop()
+
+    async def caught_up(self) -> bool:
+        """Return whether every partition has been read up to its last fetched high-water mark.
+
+        Once nothing more is written to the topic, a True result means records contains the
+        whole topic.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        partitions = consumer.assignment()
+        if not partitions:
+            return False
+        for partition in partitions:
+            highwater = consumer.highwater(partition)
+            if highwater is None or await consumer.position(partition) < highwater:
+                return False
+        return True
 
     def json_values(self) -> list[dict[str, Any]]:
         """Return every record value decoded as JSON."""
@@ -148,6 +201,13 @@ async def fetch(settings: Settings, query: str, *args: Any) -> list[asyncpg.Reco
         return await connection.fetch(query, *args)
     finally:
         await connection.close()
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Return the JSON object on each line of path, or an empty list when path does not exist."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 async def committed_offsets(settings: Settings, topic: str) -> dict[int, int | None]:

@@ -6,13 +6,15 @@ one statement, and only then commit the batch's offsets. A crash anywhere before
 commit makes Kafka deliver the batch again, and the idempotency key of each task row
 turns the second insert into a no-op, so every (event, action) pair yields one task.
 
-A rebalance waits for the batch in hand: the revoke callback takes the same lock as the
-batch loop, so offsets of finished work are committed before partitions move.
+A rebalance waits for the batch in hand: the revoke callback takes the lock that the
+batch loop holds from storing a batch to committing its offsets, so offsets of finished
+work are committed before partitions move.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -45,6 +47,7 @@ class _Decoded:
     record: Any
     rows: list[dict[str, Any]]
     rejection: Rejection | None = None
+    event_id: str | None = None     # None when the record is not an event of its topic's format
 
 
 def _record_fields(record: Any) -> dict[str, Any]:
@@ -61,6 +64,10 @@ class _WaitForBatch(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._batch_lock:
+            # The new owner reports the lag of these partitions from now on.
+            for tp in revoked:
+                with contextlib.suppress(KeyError):
+                    metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
             logger.info(
                 "partitions revoked: %s",
                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(revoked)),
@@ -111,12 +118,20 @@ class IngestConsumer:
         )
         try:
             while not stopping.is_set():
-                async with self._batch_lock:
-                    batch = await consumer.getmany(
-                        timeout_ms=FETCH_TIMEOUT_MS, max_records=self._settings.ingest_batch_max_records
-                    )
-                    if batch:
-                        await self._process_batch(consumer, batch, stopping)
+                # Fetch outside the batch lock: once a rebalance has begun, getmany waits
+                # without a timeout for the new assignment, and the assignment waits for
+                # the revoke callback, which takes this lock.
+                batch = await consumer.getmany(
+                    timeout_ms=FETCH_TIMEOUT_MS, max_records=self._settings.ingest_batch_max_records
+                )
+                if batch:
+                    async with self._batch_lock:
+                        # Partitions revoked since the fetch belong to their new owner now,
+                        # which reads these records again from the last commit.
+                        assigned = consumer.assignment()
+                        batch = {tp: records for tp, records in batch.items() if tp in assigned}
+                        if batch:
+                            await self._process_batch(consumer, batch, stopping)
                 self._health.mark_progress("ingest")
                 await self._maybe_update_lag(consumer)
         finally:
@@ -153,12 +168,14 @@ class IngestConsumer:
         if isinstance(result, Rejection):
             return _Decoded(record, [], result)
         try:
-            return _Decoded(record, self._match(result))
+            return _Decoded(record, self._match(result), event_id=result.event_id)
         except TaskDataTooLarge as exc:
-            return _Decoded(record, [], Rejection("too_large", str(exc)))
+            return _Decoded(record, [], Rejection("too_large", str(exc)), event_id=result.event_id)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the partition
-            logger.exception("cannot match record", extra={"event": "match_failed", **_record_fields(record)})
-            return _Decoded(record, [], Rejection("schema_mismatch", f"matching failed: {type(exc).__name__}: {exc}"))
+            logger.exception("cannot match record", extra={"event": "match_failed", "event_id": result.event_id,
+                                                           **_record_fields(record)})
+            return _Decoded(record, [], Rejection("schema_mismatch", f"matching failed: {type(exc).__name__}: {exc}"),
+                            event_id=result.event_id)
 
     def _match(self, event: Event) -> list[dict[str, Any]]:
         limit = self._settings.max_task_data_bytes
@@ -179,6 +196,8 @@ class IngestConsumer:
                            extra={"event": "batch_insert_failed"})
             created = await self._store_one_by_one(decoded, stopping)
         self._count_created(rows, created)
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log_created(decoded, created)
 
     async def _store_one_by_one(self, decoded: list[_Decoded], stopping: asyncio.Event) -> list[Any]:
         created: list[Any] = []
@@ -203,6 +222,15 @@ class IngestConsumer:
             logger.info("%d redelivered (event, action) pairs already had tasks", duplicates,
                         extra={"event": "tasks_deduplicated", "count": duplicates})
 
+    def _log_created(self, decoded: list[_Decoded], created: list[Any]) -> None:
+        sources = {row["id"]: (item, row) for item in decoded for row in item.rows}
+        for task in created:
+            item, row = sources[task["id"]]
+            logger.debug("task created", extra={
+                "event": "task_created", "task_id": task["id"], "function": task["function_name"],
+                "event_id": row["event_id"], "group_id": self._settings.consumer_group,
+                **_record_fields(item.record)})
+
     async def _dead_letter(self, rejected: list[_Decoded], stopping: asyncio.Event) -> None:
         if not rejected:
             return
@@ -224,7 +252,7 @@ class IngestConsumer:
             metrics.RECORDS_DEAD_LETTERED.labels(topic=item.record.topic, reason=item.rejection.reason).inc()
             logger.warning(
                 "record sent to the dead-letter topic: %s", item.rejection.detail,
-                extra={"event": "record_dead_lettered", "reason": item.rejection.reason,
+                extra={"event": "record_dead_lettered", "reason": item.rejection.reason, "event_id": item.event_id,
                        "group_id": self._settings.consumer_group, **_record_fields(item.record)},
             )
 
@@ -255,7 +283,7 @@ class IngestConsumer:
         outcomes: Counter[tuple[str, str]] = Counter()
         for item in decoded:
             if item.rejection is not None:
-                outcome = "invalid"
+                outcome = "invalid" if item.event_id is None else "dead_lettered"
             elif item.rows:
                 outcome = "matched"
             else:
