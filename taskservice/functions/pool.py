@@ -188,6 +188,29 @@ class RuntimePool:
             self._runs.discard(run)
         return run.results()
 
+    async def prestart(self, spec: FunctionSpec) -> bool:
+        """Start one worker process for ``spec`` ahead of its first batch; return whether one started.
+
+        Nothing starts when the function already has an idle worker or no free slot. A
+        handler module that fails to import is reported by the first batch, not here.
+        """
+        if self._closed or _check_spec(spec) is not None:
+            return False
+        slots = self._slots(spec.name)
+        if slots.idle or slots.busy >= slots.limit:
+            return False
+        worker = await slots.acquire(spec)
+        try:
+            if worker is None:
+                worker = await self._start_worker(spec)
+                failure = await worker.initialize(self._init_timeout_s)
+                if failure is not None:
+                    self._workers.discard(worker)
+                    worker = None
+        finally:
+            slots.release(worker)
+        return worker is not None
+
     def cancel(self, task_id: str, grace_s: float = 5.0) -> bool:
         """Cancel task ``task_id`` in the batches of this pool. Return whether a batch had it without an outcome.
 

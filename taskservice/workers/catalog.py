@@ -49,6 +49,11 @@ class FunctionCatalog:
             await self._reload()
         return self._entries.get(name)
 
+    async def runnable_specs(self) -> list[FunctionSpec]:
+        """Return the specs of every enabled function whose code is available."""
+        await self._reload()
+        return [entry.spec for entry in self._entries.values() if entry.spec is not None]
+
     async def _reload(self) -> None:
         async with self._lock:
             if not self._stale and self._entries:

@@ -449,3 +449,19 @@ async def test_large_result_and_large_batch(pool):
     assert len(outcomes[0].result) == 3 * 1024 * 1024
     assert [len(outcome.result) for outcome in outcomes[1:]] == [100] * 3000
     assert [outcome.task_id for outcome in outcomes] == [f"t{index}" for index in range(3001)]
+
+
+async def test_prestart_warms_one_process(pool):
+    spec = make_spec("handlers.pid")
+
+    assert await pool.prestart(spec) is True
+    children = [child.pid for child in runtime_children()]
+    assert await pool.prestart(spec) is False
+    (outcome,) = await pool.run_batch(spec, make_tasks(1))
+
+    assert children == [outcome.result]
+    assert [child.pid for child in runtime_children()] == children
+
+
+async def test_prestart_skips_bad_handler(pool):
+    assert await pool.prestart(make_spec("handlers.missing_handler")) is False
