@@ -2,13 +2,16 @@
 
 PostgreSQL: DATABASE_URL when set, else the local server on 127.0.0.1:5432, started with
 pg_ctlcluster if it is down. Kafka: KAFKA_BOOTSTRAP_SERVERS when set, else a Tansu broker
-on a free loopback port for the whole run. Arguments are passed on to pytest.
+on a free loopback port for the whole run. Prometheus and promtool (tests/operations):
+installed from Debian's `prometheus` package when missing and this runs as root.
+Arguments are passed on to pytest.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,6 +46,23 @@ def ensure_local_postgres() -> None:
         time.sleep(0.5)
 
 
+def ensure_prometheus() -> None:
+    """Install Debian's prometheus package (prometheus and promtool) when they are missing and we are root."""
+    if shutil.which("prometheus") and shutil.which("promtool"):
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("prometheus and promtool are not installed; the tests that need them skip, or fail under CI. "
+              "Install them with: apt-get install prometheus", file=sys.stderr)
+        return
+    print("installing Debian's prometheus package for tests/operations", file=sys.stderr)
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"]
+    environment = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(install, env=environment, check=False).returncode != 0:
+        # A fresh machine has no package lists yet.
+        subprocess.run(["apt-get", "update", "-q"], env=environment, check=False)
+        subprocess.run(install, env=environment, check=False)
+
+
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from taskservice.embedded.services import EmbeddedBroker
@@ -50,6 +70,7 @@ def main() -> int:
     env = dict(os.environ)
     if not env.get("DATABASE_URL") and not env.get("TASKSERVICE_DATABASE_URL"):
         ensure_local_postgres()
+    ensure_prometheus()
     broker = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         broker = EmbeddedBroker(Path(tempfile.mkdtemp(prefix="taskservice-broker-")))

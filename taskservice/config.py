@@ -26,6 +26,9 @@ TopicFormat = Literal["exh", "cloudevents"]
 
 CONFIG_FILE_VARIABLE = "TASKSERVICE_CONFIG"
 
+# Settings that bound how long a role's loop sleeps between two progress marks.
+_LOOP_WAITS = ("worker_poll_interval_s", "relay_poll_interval_s", "sweep_interval_s", "scheduler_tick_s")
+
 # A file given on the command line; it takes the place of TASKSERVICE_CONFIG.
 _config_file: ContextVar[str | None] = ContextVar("config_file", default=None)
 
@@ -149,6 +152,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="json, text, or auto (text on a terminal, else json)."
     )
+    health_stall_timeout_s: float = Field(
+        default=300.0, gt=0,
+        description="Liveness fails when a role's loop has not advanced for this long while the database "
+                    "and broker are reachable.",
+    )
+    metrics_sample_interval_s: float = Field(
+        default=15.0, gt=0,
+        description="Period of the due-task and outbox-backlog sample taken by the sweeper and scheduler roles.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -198,6 +210,14 @@ class Settings(BaseSettings):
         if self.heartbeat_interval_s >= self.lease_s:
             raise ValueError(
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be below lease_s ({self.lease_s})"
+            )
+        # A loop that sleeps its full wait and then works must not look stalled.
+        wait_name = max(_LOOP_WAITS, key=lambda name: getattr(self, name))
+        longest_wait_s = getattr(self, wait_name)
+        if self.health_stall_timeout_s <= 2 * longest_wait_s:
+            raise ValueError(
+                f"health_stall_timeout_s ({self.health_stall_timeout_s}) must be more than twice {wait_name} "
+                f"({longest_wait_s}), the longest wait of a role's loop; raise health_stall_timeout_s"
             )
         return self
 

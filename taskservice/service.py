@@ -22,6 +22,8 @@ from taskservice.errors import DatabaseUnavailableError
 from taskservice.functions import RuntimePool
 from taskservice.health import Health
 from taskservice.kafka import create_producer, ensure_topics
+from taskservice.observability.multiprocess import release_process_metrics
+from taskservice.observability.sampler import MetricsSampler
 from taskservice.relay.outbox import OutboxRelay
 from taskservice.scheduler.scheduler import Scheduler
 from taskservice.store.db import create_pool
@@ -35,6 +37,8 @@ from taskservice.workers.worker import Worker
 logger = logging.getLogger(__name__)
 
 ROLES = ("ingest", "worker", "relay", "sweeper", "scheduler", "http")
+# Loops that mark progress in Health; liveness fails when one stops advancing.
+WATCHED_LOOPS = ("ingest", "worker", "relay", "sweeper", "scheduler")
 HEALTH_CHECK_INTERVAL_S = 2.0
 
 
@@ -49,6 +53,9 @@ class Service:
     _cleanup: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     ingest_assigned: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.health.stall_timeout_s = self.settings.health_stall_timeout_s
 
     async def run(self) -> None:
         """Start the roles and run until stop() is called or a role fails."""
@@ -121,6 +128,7 @@ class Service:
         if "sweeper" in self.roles or "scheduler" in self.roles:
             # The scheduler role includes the lease sweep; one sweep per process is enough.
             self._spawn("sweeper", LeaseSweeper(settings, work_repository, self.health).run(self.stopping))
+            self._spawn("metrics-sampler", MetricsSampler(settings, repository).run(self.stopping))
         if "scheduler" in self.roles:
             scheduler = Scheduler(settings, repository, ScheduleRepository(pool), self.health,
                                   notifier.event("taskservice_schedules"))
@@ -130,10 +138,12 @@ class Service:
             relay = OutboxRelay(settings, work_repository.pool, work_repository, producer, self.health,
                                 notifier.event("taskservice_outbox"))
             self._spawn("relay", relay.run(self.stopping))
-        if "http" in self.roles and settings.http_port:
+        if settings.http_port:
             await self._start_http(pool)
 
     def _spawn(self, name: str, coroutine: Awaitable[Any]) -> None:
+        if name in WATCHED_LOOPS:
+            self.health.watch(name)
         self._tasks.append(asyncio.create_task(coroutine, name=name))  # type: ignore[arg-type]
 
     async def _supervise(self) -> None:
@@ -161,9 +171,11 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.health.unwatch_all()
         for close in self._cleanup:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(close(), timeout=10)
+        release_process_metrics()
         logger.info("service stopped", extra={"event": "service_stopped"})
 
     async def _refresh_dispatchers(self, dispatchers: DispatcherTable, changed: asyncio.Event) -> None:
@@ -207,16 +219,31 @@ class Service:
         import uvicorn
 
         from taskservice.api.app import create_app
+        from taskservice.api.operations import bind_socket, create_operations_app
 
-        config = uvicorn.Config(
-            create_app(self.health, self.settings, pool), host=self.settings.http_host,
-            port=self.settings.http_port, log_level="warning", lifespan="on",
-        )
+        host, port = self.settings.http_host, self.settings.http_port
+        try:
+            sock = bind_socket(host, port)
+        except OSError as exc:
+            if "http" in self.roles:
+                raise
+            # Outside the http role, health and metrics are auxiliary. Several processes on
+            # one host with the default port keep running, and the first one serves them.
+            logger.error("cannot serve health and metrics on %s:%d, running without them: %s", host, port, exc,
+                         extra={"event": "operations_http_failed"})
+            return
+
+        # Every process serves health and metrics; only the http role serves the API.
+        if "http" in self.roles:
+            app = create_app(self.health, self.settings, pool)
+        else:
+            app = create_operations_app(self.health)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
         async def serve() -> None:
-            serving = asyncio.create_task(server.serve(), name="http-serve")
+            serving = asyncio.create_task(server.serve(sockets=[sock]), name="http-serve")
             stop_waiter = asyncio.create_task(self.stopping.wait(), name="http-stop")
             await asyncio.wait({serving, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
             server.should_exit = True

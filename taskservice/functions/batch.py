@@ -187,6 +187,8 @@ class BatchRun:
                         self.spec.name,
                         time_limit_s,
                         worker.pid,
+                        extra={"event": "task_timed_out", "task_id": self.task_ids[self.next_index],
+                               "function": self.spec.name},
                     )
                 message = f"Task timed out after {time_limit_s:.2f} seconds"
                 error = make_error(RUNTIME, TIMEOUT, message)
@@ -232,6 +234,7 @@ class BatchRun:
             self.spec.name,
             request.grace_s,
             worker.pid,
+            extra={"event": "canceled_task_killed", "task_id": self.task_ids[index], "function": self.spec.name},
         )
         error = make_error(RUNTIME, TASK_CANCELED, TASK_CANCELED_MESSAGE)
         log_text = (
@@ -257,6 +260,7 @@ class BatchRun:
             self.spec.name,
             self.task_ids[self.next_index],
             error["message"],
+            extra={"event": "runtime_failed", "task_id": self.task_ids[self.next_index], "function": self.spec.name},
         )
         self._fail_next(error, worker.output_tail(attempt_started), attempt_started)
 

@@ -50,6 +50,8 @@ class OutboxRelay:
                 published = await self.publish_batch()
             except (KafkaError, DatabaseUnavailableError) as exc:
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                if isinstance(exc, KafkaError):
+                    metrics.BROKER_ERRORS.labels(operation="publish_outbox").inc()
                 logger.warning("outbox publish failed, retrying in %.0f s: %s", RETRY_DELAY_S, exc,
                                extra={"event": "relay_retry"})
                 await asyncio.sleep(RETRY_DELAY_S)
@@ -77,8 +79,13 @@ class OutboxRelay:
                     ))
                 await asyncio.gather(*futures)
                 await self._repository.mark_outbox_sent(connection, [row["id"] for row in rows])
+        debug = logger.isEnabledFor(logging.DEBUG)
         for row in rows:
             metrics.OUTBOX_PUBLISHED.labels(topic=row["topic"]).inc()
+            if debug:
+                logger.debug("outbox message published", extra={
+                    "event": "outbox_published", "topic": row["topic"], "task_id": row["task_id"],
+                    "attempt": row["attempt"], "outbox_id": row["id"]})
         return len(rows)
 
     async def _wait(self, stopping: asyncio.Event) -> None:

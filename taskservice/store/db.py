@@ -28,6 +28,8 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError,
+    # "database ... is not currently accepting connections" (ALLOW_CONNECTIONS false).
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,

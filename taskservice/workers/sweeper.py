@@ -67,6 +67,9 @@ class LeaseSweeper:
         for row in finished:
             metrics.ZOMBIE_TASKS_RECOVERED.labels(function=row["function_name"]).inc()
             metrics.TASK_STATUS_TRANSITIONS.labels(function=row["function_name"], status=row["status"]).inc()
+            if row["status"] == "retried":
+                metrics.TASK_RETRIES.labels(function=row["function_name"]).inc()
+                metrics.TASKS_CREATED.labels(source="retry", function=row["function_name"]).inc()
             logger.warning("task recovered after its lease expired; now %s", row["status"], extra={
                 "event": "zombie_task_cleaned", "task_id": row["id"], "function": row["function_name"],
                 "attempt": row["attempt"]})

@@ -34,6 +34,9 @@ from taskservice.workers.outcome import finish_row
 
 logger = logging.getLogger(__name__)
 
+# Runtime processes started ahead of demand when a worker starts, one per function.
+PRESTART_MAX_FUNCTIONS = 50
+
 
 def new_worker_id() -> str:
     """Return an id unique to this process start, so a restarted pod never reuses one."""
@@ -113,7 +116,9 @@ class Worker:
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim and run tasks until stopping is set, then let running tasks finish."""
         logger.info("worker started", extra={"event": "worker_started", "worker_id": self.worker_id})
+        self._report_slots()
         heartbeat = asyncio.create_task(self._renew_leases(stopping), name="worker-heartbeat")
+        warm_up = asyncio.create_task(self._prestart_runtimes(), name="worker-warm-up")
         try:
             while not stopping.is_set():
                 claimed = await self._claim_once(stopping)
@@ -121,9 +126,23 @@ class Worker:
                 if claimed < self._settings.worker_claim_batch_size:
                     await self._sleep(stopping)
         finally:
+            warm_up.cancel()
             await self._drain()
             heartbeat.cancel()
             logger.info("worker stopped", extra={"event": "worker_stopped", "worker_id": self.worker_id})
+
+    async def _prestart_runtimes(self) -> None:
+        """Start one runtime process per function, so the first tasks do not wait for one."""
+        try:
+            specs = await self._catalog.runnable_specs()
+        except DatabaseUnavailableError:
+            return
+        for spec in specs[:PRESTART_MAX_FUNCTIONS]:
+            try:
+                await self._runtime.prestart(spec)
+            except Exception:  # noqa: BLE001 - a slow first batch is the only cost
+                logger.warning("cannot prestart the runtime of %s", spec.name, exc_info=True,
+                               extra={"event": "prestart_failed", "function": spec.name})
 
     async def _claim_once(self, stopping: asyncio.Event) -> int:
         free = self._settings.worker_max_in_flight - len(self._running)
@@ -154,7 +173,10 @@ class Worker:
             metrics.TASK_QUEUE_WAIT_SECONDS.labels(function=row["function_name"]).observe(
                 max((now - row["start_timestamp"]).total_seconds(), 0.0)
             )
-        metrics.TASKS_RUNNING.set(len(self._running))
+            logger.debug("task claimed", extra={
+                "event": "task_claimed", "task_id": row["id"], "function": row["function_name"],
+                "attempt": row["attempt"], "event_id": row["event_id"], "worker_id": self.worker_id})
+        self._report_slots()
         for function_name, group in by_function.items():
             metrics.TASK_STATUS_TRANSITIONS.labels(function=function_name, status="inProgress").inc(len(group))
             task = asyncio.create_task(self._run_group(function_name, group), name=f"run-{function_name}")
@@ -184,8 +206,12 @@ class Worker:
         else:
             self._forget(rows)
         finally:
-            metrics.TASKS_RUNNING.set(len(self._running))
+            self._report_slots()
             self._slot_freed.set()
+
+    def _report_slots(self) -> None:
+        metrics.TASKS_RUNNING.set(len(self._running))
+        metrics.WORKER_FREE_SLOTS.set(max(self._settings.worker_max_in_flight - len(self._running), 0))
 
     def _forget(self, rows: list[Record]) -> None:
         for row in rows:
@@ -221,13 +247,18 @@ class Worker:
                 logger.warning(
                     "task was no longer inProgress for this run; its outcome was discarded",
                     extra={"event": "finish_skipped", "task_id": outcome.task_id, "function": function_name,
-                           "worker_id": self.worker_id},
+                           "attempt": self._running.get(outcome.task_id), "worker_id": self.worker_id},
                 )
                 continue
             metrics.TASK_STATUS_TRANSITIONS.labels(function=function_name, status=status).inc()
             if status == "retried":
                 metrics.TASK_RETRIES.labels(function=function_name).inc()
-            if not outcome.ok:
+                metrics.TASKS_CREATED.labels(source="retry", function=function_name).inc()
+            if outcome.ok:
+                logger.debug("task %s", status, extra={
+                    "event": f"task_{status}", "task_id": outcome.task_id, "function": function_name,
+                    "attempt": self._running.get(outcome.task_id), "worker_id": self.worker_id})
+            else:
                 error = outcome.error or {}
                 log = logger.error if status == "failed" else logger.info
                 log(

@@ -1,0 +1,1 @@
+"""Metrics that no single role's loop records: database samples and multiprocess bookkeeping."""

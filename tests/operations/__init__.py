@@ -1,0 +1,1 @@
+"""Tests of metrics, logs, health and the deployment files."""
