@@ -99,6 +99,7 @@ class Worker:
         self.worker_id = new_worker_id()
         self._running: dict[str, int] = {}          # task id -> attempt
         self._cancel_sent: set[str] = set()
+        self._cancel_pending: set[str] = set()
         self._groups: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
 
@@ -106,12 +107,15 @@ class Worker:
         """Interrupt a task this worker runs, after a cancel request for it."""
         if task_id not in self._running or task_id in self._cancel_sent:
             return
-        # The runtime does not know a task until its batch reaches run_batch; the next
-        # heartbeat asks again in that case.
+        # The runtime does not know a task until its batch reaches run_batch, so a cancel
+        # that comes earlier waits in _cancel_pending for _execute to pass it on.
         if self._runtime.cancel(task_id, self._settings.cancel_grace_s):
+            self._cancel_pending.discard(task_id)
             self._cancel_sent.add(task_id)
             logger.info("cancelling running task", extra={"event": "task_cancel_requested", "task_id": task_id,
                                                           "worker_id": self.worker_id})
+        else:
+            self._cancel_pending.add(task_id)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim and run tasks until stopping is set, then let running tasks finish."""
@@ -217,6 +221,7 @@ class Worker:
         for row in rows:
             self._running.pop(row["id"], None)
             self._cancel_sent.discard(row["id"])
+            self._cancel_pending.discard(row["id"])
 
     async def _execute(self, function_name: str, entry: FunctionEntry | None, rows: list[Record]) -> list[TaskOutcome]:
         if entry is None:
@@ -225,7 +230,12 @@ class Worker:
         if entry.spec is None:
             return [_unavailable_outcome(row, entry.unavailable_reason or "FUNCTION_DISABLED",
                                          f"Function {function_name!r} is disabled") for row in rows]
-        return await self._runtime.run_batch(entry.spec, [task_wire_form(row) for row in rows])
+        batch = asyncio.ensure_future(self._runtime.run_batch(entry.spec, [task_wire_form(row) for row in rows]))
+        await asyncio.sleep(0)  # run_batch registers the batch before its first await
+        for row in rows:
+            if row["id"] in self._cancel_pending:
+                self.request_cancel(row["id"])
+        return await batch
 
     async def _store(self, finished: list[dict[str, Any]]) -> list[Record]:
         return await retry_until_done(
