@@ -30,7 +30,7 @@ from taskservice.consumers.decode import Event, Rejection, decode_record
 from taskservice.consumers.dispatch import DispatcherTable, TaskDataTooLarge, build_task_row
 from taskservice.health import Health
 from taskservice.kafka import create_consumer
-from taskservice.store.db import DataError, PostgresError, retry_until_done
+from taskservice.store.db import PostgresError, is_data_error, retry_until_done
 from taskservice.store.repository import Repository
 
 logger = logging.getLogger(__name__)
@@ -186,10 +186,8 @@ class IngestConsumer:
         if not rows:
             return
         try:
-            created = await retry_until_done(
-                "insert_tasks", lambda: self._repository.insert_tasks(rows), stopping=stopping
-            )
-        except (DataError, PostgresError) as exc:
+            created = await self._insert(rows, stopping)
+        except PostgresError as exc:
             # A value PostgreSQL rejects fails the whole statement; find the record by
             # inserting each one alone and reject only those that fail.
             logger.warning("batch insert failed, inserting records one by one: %s", exc,
@@ -199,16 +197,35 @@ class IngestConsumer:
         if logger.isEnabledFor(logging.DEBUG):
             self._log_created(decoded, created)
 
+    async def _insert(self, rows: list[dict[str, Any]], stopping: asyncio.Event) -> list[Any]:
+        """Insert rows, waiting out outages; only a data error reaches the caller.
+
+        Any other server error (a bug, a missing privilege) keeps the batch and retries it
+        with backoff, so the partition stalls visibly instead of losing events.
+        """
+        delay_s = BROKER_RETRY_DELAY_S
+        while True:
+            try:
+                return await retry_until_done(
+                    "insert_tasks", lambda: self._repository.insert_tasks(rows), stopping=stopping
+                )
+            except PostgresError as exc:
+                if is_data_error(exc) or stopping.is_set():
+                    raise
+                metrics.DATABASE_ERRORS.labels(operation="insert_tasks").inc()
+                logger.error("cannot store tasks, retrying in %.0f s: %s", delay_s, exc,
+                             extra={"event": "insert_failed", "group_id": self._settings.consumer_group})
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+
     async def _store_one_by_one(self, decoded: list[_Decoded], stopping: asyncio.Event) -> list[Any]:
         created: list[Any] = []
         for item in decoded:
             if not item.rows:
                 continue
             try:
-                created += await retry_until_done(
-                    "insert_tasks", lambda rows=item.rows: self._repository.insert_tasks(rows), stopping=stopping
-                )
-            except (DataError, PostgresError) as exc:
+                created += await self._insert(item.rows, stopping)
+            except PostgresError as exc:
                 item.rejection = Rejection("unsupported_value", f"PostgreSQL rejected the task data: {exc}")
                 item.rows = []
         return created

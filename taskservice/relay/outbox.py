@@ -19,7 +19,7 @@ from taskservice import metrics
 from taskservice.config import Settings
 from taskservice.errors import DatabaseUnavailableError
 from taskservice.health import Health
-from taskservice.store.db import Pool, translate_errors
+from taskservice.store.db import Pool, PostgresError, translate_errors
 from taskservice.store.repository import Repository
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 published = await self.publish_batch()
-            except (KafkaError, DatabaseUnavailableError) as exc:
+            except (KafkaError, DatabaseUnavailableError, PostgresError) as exc:
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()
                 if isinstance(exc, KafkaError):
                     metrics.BROKER_ERRORS.labels(operation="publish_outbox").inc()

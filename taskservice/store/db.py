@@ -35,6 +35,17 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
+    # A server that came back read-only, for example a replica during a failover.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    # asyncpg can hand out a pooled connection whose server session was killed; its
+    # protocol state is then broken ("cannot switch to state"), and the pool is expired.
+    asyncpg.exceptions.InternalClientError,
+)
+
+# Errors that mean the statement's data is wrong and will fail the same way on retry.
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.ProgramLimitExceededError,
 )
 
 UniqueViolationError = asyncpg.exceptions.UniqueViolationError
@@ -99,13 +110,24 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def translate_errors(operation: str) -> AsyncIterator[None]:
-    """Turn connection failures into DatabaseUnavailableError and count them."""
+async def translate_errors(operation: str, pool: asyncpg.Pool | None = None) -> AsyncIterator[None]:
+    """Turn connection failures into DatabaseUnavailableError and count them.
+
+    When the failure left a connection in a broken protocol state, every connection of
+    pool is replaced before the caller retries.
+    """
     try:
         yield
     except _CONNECTION_ERRORS as exc:
         metrics.DATABASE_ERRORS.labels(operation=operation).inc()
+        if pool is not None and isinstance(exc, asyncpg.exceptions.InternalClientError):
+            await pool.expire_connections()
         raise DatabaseUnavailableError(f"{operation} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Return whether exc means the statement's values are invalid, so a retry cannot help."""
+    return isinstance(exc, _DATA_ERRORS)
 
 
 async def retry_until_done(
@@ -141,6 +163,6 @@ async def retry_until_done(
             delay = min(delay * 2, max_delay_s)
 
 # Errors of a statement that will fail the same way on retry, such as a value that the
-# column type rejects.
+# column type rejects, and the root of every server error.
 DataError = asyncpg.exceptions.DataError
 PostgresError = asyncpg.PostgresError

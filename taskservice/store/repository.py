@@ -35,7 +35,8 @@ def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        async with translate_errors(method.__name__):
+        pool = getattr(args[0], "pool", None) if args else None
+        async with translate_errors(method.__name__, pool):
             return await method(*args, **kwargs)
 
     return wrapper
@@ -129,6 +130,20 @@ class Repository:
     async def count_unsent_outbox(self) -> int:
         """Return the number of messages waiting for the relay."""
         return await self.pool.fetchval(queries.count_unsent_outbox)
+
+    # Metrics samples
+
+    @_translated
+    async def sample_due_tasks(self) -> list[Record]:
+        """Return (function_name, due, oldest_age_s) per registered function and per function with due tasks."""
+        return await self.pool.fetch(queries.sample_due_tasks)
+
+    @_translated
+    async def sample_outbox(self) -> Record:
+        """Return (unsent, oldest_age_s) of the unpublished outbox messages."""
+        row = await self.pool.fetchrow(queries.sample_outbox)
+        assert row is not None
+        return row
 
     # Functions
 

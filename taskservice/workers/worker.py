@@ -27,7 +27,7 @@ from taskservice.config import Settings
 from taskservice.errors import DatabaseUnavailableError
 from taskservice.functions import RuntimePool, TaskOutcome
 from taskservice.health import Health
-from taskservice.store.db import Record, retry_until_done
+from taskservice.store.db import PostgresError, Record, retry_until_done
 from taskservice.store.repository import Repository
 from taskservice.workers.catalog import FunctionCatalog, FunctionEntry
 from taskservice.workers.outcome import finish_row
@@ -160,7 +160,8 @@ class Worker:
             rows = await self._repository.claim_tasks(
                 limit, self.worker_id, self._settings.lease_s, self._settings.max_running_tasks
             )
-        except DatabaseUnavailableError as exc:
+        except (DatabaseUnavailableError, PostgresError) as exc:
+            # Outages and unexpected server errors alike are waited out, never fatal.
             logger.warning("cannot claim tasks: %s", exc, extra={"event": "claim_failed", "worker_id": self.worker_id})
             await asyncio.sleep(self._settings.worker_poll_interval_s)
             return 0
