@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from taskservice.auth.bootstrap import bootstrap
 from taskservice.config import Settings, load_settings
 from taskservice.errors import ServiceError
 from taskservice.logs import configure_logging
@@ -87,6 +86,7 @@ async def _prepare(settings: Settings, *, sync_functions: bool) -> None:
 
 
 def _command_dev(settings: Settings, _args: argparse.Namespace) -> int:
+    from taskservice.auth.bootstrap import bootstrap
     from taskservice.embedded import embedded_servers
     from taskservice.service import ROLES
 
@@ -96,6 +96,9 @@ def _command_dev(settings: Settings, _args: argparse.Namespace) -> int:
             await bootstrap(resolved, dev_mode=True)
             logger.info("HTTP on http://%s:%d (metrics at /metrics)", resolved.http_host, resolved.http_port,
                         extra={"event": "dev_ready"})
+            # Other terminals reach the embedded servers with these two variables.
+            print(f"export DATABASE_URL='{resolved.database_url}'", flush=True)
+            print(f"export KAFKA_BOOTSTRAP_SERVERS='{resolved.kafka_bootstrap_servers}'", flush=True)
             await _run_service(resolved, ROLES)
 
         asyncio.run(main())
@@ -112,6 +115,8 @@ def _command_run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.database_url is None:
         raise ServiceError("database_url is not set; set DATABASE_URL (run does not start embedded servers)")
     if "http" in roles:
+        from taskservice.auth.bootstrap import bootstrap
+
         # Creates the first administrator from admin_password, and refuses development defaults.
         asyncio.run(bootstrap(settings, dev_mode=False))
     asyncio.run(_run_service(settings, roles))

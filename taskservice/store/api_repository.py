@@ -58,7 +58,8 @@ class ApiRepository:
             rows = await connection.fetch(sql, *compiled.parameters, compiled.limit, compiled.offset)
             total = None
             if not compiled.skip_count:
-                total = await connection.fetchval(count_template.format(where=compiled.where), *compiled.parameters)
+                total = await connection.fetchval(count_template.format(where=compiled.where),
+                                                  *compiled.parameters[:compiled.where_parameters])
         return total, rows
 
     # Tasks

@@ -95,11 +95,12 @@ class AuthRepository:
         )
 
     @_translated
-    async def rotate_refresh_token(self, old_refresh_hash: str, access_hash: str, access_lifetime_s: float,
-                                   refresh_hash: str, refresh_lifetime_s: float) -> Record | None:
-        """Swap a valid refresh token for a new pair; return the owner, or None."""
+    async def rotate_refresh_token(self, old_refresh_hash: str, token_id: str, access_hash: str,
+                                   access_lifetime_s: float, refresh_hash: str,
+                                   refresh_lifetime_s: float) -> Record | None:
+        """Consume a valid refresh token and store a new pair under token_id; return the owner, or None."""
         return await self.pool.fetchrow(queries.api_rotate_refresh_token, old_refresh_hash, access_hash,
-                                        access_lifetime_s, refresh_hash, refresh_lifetime_s)
+                                        access_lifetime_s, refresh_hash, refresh_lifetime_s, token_id)
 
     @_translated
     async def refresh_token_expired(self, refresh_hash: str) -> bool | None:

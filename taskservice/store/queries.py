@@ -220,7 +220,7 @@ SELECT status, count(*) AS count FROM tasks GROUP BY status
 
 # Lock a batch of unsent messages; the relay publishes them inside this transaction.
 claim_outbox = """
-SELECT id, topic, message_key, payload::text AS payload, attempt
+SELECT id, topic, message_key, payload::text AS payload, task_id, attempt
 FROM outbox
 WHERE sent_at IS NULL
 ORDER BY id
@@ -234,6 +234,31 @@ UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[]) AND sent_at IS NU
 
 count_unsent_outbox = """
 SELECT count(*) FROM outbox WHERE sent_at IS NULL
+"""
+
+# Metrics samples ------------------------------------------------------------------------
+
+# Due tasks per function and the age of the oldest, read through the tasks_due partial
+# index. Registered functions without due tasks report 0, and tasks of a function that
+# is not registered are still counted, hence the full join.
+sample_due_tasks = """
+WITH due AS (
+    SELECT function_name, count(*) AS due, min(start_timestamp) AS oldest
+    FROM tasks
+    WHERE status = 'new' AND start_timestamp <= now()
+    GROUP BY function_name
+)
+SELECT coalesce(due.function_name, functions.name) AS function_name, coalesce(due.due, 0) AS due,
+       coalesce(extract(epoch FROM now() - due.oldest), 0)::float8 AS oldest_age_s
+FROM due FULL JOIN functions ON functions.name = due.function_name
+"""
+
+# Unpublished outbox messages and the age of the oldest, through the outbox_pending index.
+sample_outbox = """
+SELECT count(*) AS unsent,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
+FROM outbox
+WHERE sent_at IS NULL
 """
 
 # Functions ------------------------------------------------------------------------------
@@ -362,9 +387,13 @@ SELECT f.enabled, inserted.* FROM f LEFT JOIN inserted ON true
 # Create the backing task of a direct execution already inProgress for this process, so
 # no worker claims it. Its lease outlives the time limit, so the sweep only fails it when
 # this process died mid-run. Same result shape as api_insert_task.
+# The commit does not wait for its WAL flush (synchronous_commit off for this transaction
+# only): finish_tasks commits synchronously later and flushes the WAL past this insert, and
+# a crash before that fails the request anyway.
 api_insert_running_task = """
 WITH f AS (
-    SELECT name, enabled, execution_options FROM functions WHERE name = $2
+    SELECT name, enabled, execution_options FROM functions, set_config('synchronous_commit', 'off', true)
+    WHERE name = $2
 ), inserted AS (
     INSERT INTO tasks (id, function_name, status, data, priority, created_by_user_id,
                        created_by_application_id, source, attempt, started_timestamp,
@@ -719,9 +748,10 @@ api_refresh_token_expired = """
 SELECT refresh_expires_at <= now() FROM tokens WHERE refresh_token_hash = $1
 """
 
-# The caller behind a bearer token, and whether the token has expired.
+# The caller behind a bearer token, whether the token has expired, and the seconds it has left.
 api_authenticate_token = """
-SELECT t.user_id, t.application_id, t.access_expires_at <= now() AS expired, u.permissions
+SELECT t.user_id, t.application_id, t.access_expires_at <= now() AS expired, u.permissions,
+       extract(epoch FROM t.access_expires_at - now())::float8 AS remaining_s
 FROM tokens t JOIN users u ON u.id = t.user_id
 WHERE t.access_token_hash = $1
 """

@@ -64,7 +64,7 @@ class Field:
 
 @dataclass(frozen=True)
 class Resource:
-    """The fields of one listed resource and its default order."""
+    """The fields of one listed resource, its default order and its unique tie-break column."""
 
     name: str
     fields: dict[str, Field]
@@ -74,11 +74,15 @@ class Resource:
 
 @dataclass
 class CompiledQuery:
-    """SQL pieces of a list query; `parameters` fill `$1…$n` of where and order."""
+    """SQL pieces of a list query; `parameters` fill `$1…$n` of where, then of order.
+
+    The first `where_parameters` of them belong to the WHERE clause, which is all a count needs.
+    """
 
     where: str
     order: str
     parameters: list[Any]
+    where_parameters: int
     limit: int
     offset: int
     select: list[str] | None
@@ -100,6 +104,7 @@ def compile_query(query: Query, resource: Resource, *, default_limit: int, max_l
     """Compile query against resource; limit is clamped to max_limit."""
     parameters = _Parameters()
     where = _Compiler(resource, parameters).node(query.filter) if query.filter is not None else "TRUE"
+    where_parameters = len(parameters.values)
     order = _order(query.sort, resource, parameters)
     select = None
     if query.select is not None:
@@ -108,17 +113,19 @@ def compile_query(query: Query, resource: Resource, *, default_limit: int, max_l
                 raise RqlError(f"select(): unknown field {name!r} of {resource.name}")
         select = list(query.select)
     limit = min(query.limit or default_limit, max_limit)
-    return CompiledQuery(where, order, parameters.values, limit, query.offset, select, query.skip_count)
+    return CompiledQuery(where, order, parameters.values, where_parameters, limit, query.offset, select,
+                         query.skip_count)
 
 
 def _order(sort: Sequence[tuple[str, bool]], resource: Resource, parameters: _Parameters) -> str:
     if not sort:
-        return f"{resource.default_order}, {resource.tiebreak}"
+        return f"{resource.default_order}, {resource.tiebreak} ASC"
     terms = []
     for name, descending in sort:
         expression = _Compiler(resource, parameters).sort_expression(name)
         terms.append(f"{expression} {'DESC' if descending else 'ASC'}")
-    return ", ".join([*terms, resource.tiebreak])
+    # The id breaks ties in the direction of the first term, so one index scan can serve both.
+    return ", ".join([*terms, f"{resource.tiebreak} {'DESC' if sort[0][1] else 'ASC'}"])
 
 
 class _Compiler:

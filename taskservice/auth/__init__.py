@@ -1,0 +1,1 @@
+"""Users, permissions, OAuth2 clients and tokens of the HTTP API."""
