@@ -23,7 +23,6 @@ test: install
 	$(BIN)/python scripts/run_tests.py $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py
 
 schemas: install

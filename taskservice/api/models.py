@@ -318,6 +318,12 @@ class Schedule(BaseModel):
     priority: int | None = None
     startTimestamp: str
     nextTimestamp: str
+    nextFireTimestamps: list[str] = Field(default_factory=list, description="Extension: the next fire times.")
+    cronExpression: str | None = Field(default=None, description="Extension: a five-field cron expression.")
+    timeZone: str | None = Field(default=None, description="Extension: the IANA time zone of the cron expression.")
+    tags: list[str] | None = Field(default=None, description="Extension: tags given to every created task.")
+    paused: bool | None = Field(default=None, description="Extension: whether the schedule is paused.")
+    catchUp: str | None = Field(default=None, description="Extension: skip, latest or all missed fire times.")
     createdByUserId: str | None = None
     createdByApplicationId: str | None = None
     creationTimestamp: str

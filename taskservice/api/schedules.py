@@ -7,7 +7,7 @@ other means are listed too, with their `cronExpression` and `timeZone` as extens
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
@@ -21,14 +21,28 @@ from taskservice.api.tasks import compiled_rql
 from taskservice.api.wire import WireResponse, affected, both_spellings, drop_none, iso, object_id, page, selected
 from taskservice.auth.tokens import Caller
 from taskservice.ids import new_object_id
+from taskservice.scheduler.cron import InvalidScheduleError
+from taskservice.scheduler.timing import next_fire_times
 from taskservice.store.resources import SCHEDULES
 
 router = APIRouter(prefix="/tasks/v1/schedules", tags=["schedules"],
                    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody}})
 
 
+# Upcoming fire times returned with each schedule, an extension of the upstream object.
+NEXT_FIRE_TIMES_SHOWN = 5
+
+
+def _next_fire_times(row: Any) -> list[str]:
+    after = row["next_timestamp"] - timedelta(microseconds=1)
+    try:
+        return [iso(moment) for moment in next_fire_times(row, after, NEXT_FIRE_TIMES_SHOWN)]
+    except InvalidScheduleError:
+        return []
+
+
 def schedule_wire(row: Any) -> dict[str, Any]:
-    """Build a Schedule object."""
+    """Build a Schedule object, with the extensions cron, tags, pause and upcoming fire times."""
     return drop_none({
         "id": row["id"],
         "functionName": row["function_name"],
@@ -39,6 +53,10 @@ def schedule_wire(row: Any) -> dict[str, Any]:
         "priority": row["priority"],
         "startTimestamp": iso(row["start_timestamp"]),
         "nextTimestamp": iso(row["next_timestamp"]),
+        "nextFireTimestamps": _next_fire_times(row),
+        "tags": list(row["tags"]) if row["tags"] else None,
+        "paused": row["paused"],
+        "catchUp": row["catch_up"],
         "createdByUserId": row["created_by_user_id"],
         "createdByApplicationId": row["created_by_application_id"],
         "creationTimestamp": iso(row["creation_timestamp"]),

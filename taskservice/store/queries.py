@@ -636,7 +636,7 @@ LIMIT $3 OFFSET $4
 
 API_SCHEDULE_COLUMNS = """
 id, function_name, interval_s, cron_expression, time_zone, data, tags, priority,
-start_timestamp, next_timestamp, paused, created_by_user_id, created_by_application_id,
+start_timestamp, next_timestamp, paused, catch_up, created_by_user_id, created_by_application_id,
 creation_timestamp, update_timestamp
 """
 

@@ -50,3 +50,20 @@ async def test_schedule_errors(client, admin) -> None:
     assert_error(await client.delete("/tasks/v1/schedules/abc", headers=headers), 12, 400)
     assert_error(await client.get("/tasks/v1/schedules?eq(cron,1)", headers=headers), 19, 400)
     assert_error(await client.get("/tasks/v1/schedules"), 104, 401)
+
+
+
+async def test_schedule_shows_next_fire_times(client, admin) -> None:
+    headers = admin["headers"]
+    await client.post("/tasks/v1/functions", json=function_body("grid-fn"), headers=headers)
+    response = await client.post("/tasks/v1/schedules", json={"functionName": "grid-fn", "interval": 3600,
+                                                              "startTimestamp": "2030-01-01T00:00:00.000Z"},
+                                 headers=headers)
+    schedule = response.json()
+    assert schedule["nextFireTimestamps"] == [
+        "2030-01-01T00:00:00.000Z", "2030-01-01T01:00:00.000Z", "2030-01-01T02:00:00.000Z",
+        "2030-01-01T03:00:00.000Z", "2030-01-01T04:00:00.000Z"]
+    assert schedule["paused"] is False
+    assert schedule["catchUp"] == "latest"
+    listed = (await client.get("/tasks/v1/schedules", headers=headers)).json()
+    assert listed["data"][0]["nextFireTimestamps"][0] == "2030-01-01T00:00:00.000Z"
