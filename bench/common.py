@@ -101,8 +101,12 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        text = json.dumps(value) if isinstance(value, (dict, list)) else (
-            ("true" if value else "false") if isinstance(value, bool) else str(value))
+        if isinstance(value, (dict, list)):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
         env[f"TASKSERVICE_{name.upper()}"] = text
     return env
 

@@ -1,8 +1,8 @@
 """No-op tasks end to end: claimed, run in the isolated runtime, completed, result published.
 
 Tasks are inserted with a start time a few seconds ahead, after the worker and relay
-processes are up, so the measured span runs from the moment they become due to the last
-result acknowledged by the broker (`max(outbox.sent_at)`), without process start-up.
+processes are up. The measured span runs from the moment they become due to the last
+result acknowledged by the broker (`max(outbox.sent_at)`), so process start-up is left out.
 
     .venv/bin/python bench/exec_throughput.py --tasks 100000 --workers 1 2
 """

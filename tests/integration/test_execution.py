@@ -165,7 +165,7 @@ async def test_priority_then_start_order(settings: Settings, tmp_path: Path) -> 
 async def test_delayed_task_starts_on_time(settings: Settings) -> None:
     await prepare(settings)
     async with running_service(settings, ("worker",)):
-        await wait_for(lambda: _worker_idle(settings), timeout=10, message="worker ready")
+        await wait_for(lambda: _worker_connected(settings), timeout=10, message="worker ready")
         start = datetime.now(UTC) + timedelta(seconds=1.5)
         [task_id] = await create_tasks(settings, "echo", 1, start_timestamp=start.isoformat())
         await wait_for(all_final(settings, 1), timeout=10, message="delayed task")
@@ -249,8 +249,7 @@ async def test_cancel_new_task_never_runs(settings: Settings) -> None:
     finally:
         await pool.close()
     async with running_service(settings, ("worker",)):
-        time.sleep(0)  # the worker starts claiming at once
-        await wait_for(lambda: _worker_idle(settings), timeout=10, message="worker idle")
+        await wait_for(lambda: _worker_connected(settings), timeout=10, message="worker connected")
         await _sleep(3)
     task = (await tasks_by_id(settings))[task_id]
     assert task["status"] == "canceled"
@@ -306,7 +305,7 @@ async def _status_is(settings: Settings, task_id: str, status: str) -> bool:
     return bool(rows) and rows[0]["status"] == status
 
 
-async def _worker_idle(settings: Settings) -> bool:
+async def _worker_connected(settings: Settings) -> bool:
     rows = await fetch(settings, "SELECT count(*) AS n FROM pg_stat_activity "
                                  "WHERE application_name LIKE 'taskservice-%' AND datname = current_database()")
     return rows[0]["n"] > 0
