@@ -33,6 +33,10 @@ class TaskCreate(Body):
     tags: list[StrictStr] | None = None
     priority: StrictInt | None = Field(default=None, ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)
     startTimestamp: datetime | None = None
+    concurrencyKey: StrictStr | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="Extension: tasks with the same key run one at a time, in queue order.",
+    )
 
 
 class ExecuteBody(Body):

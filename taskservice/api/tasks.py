@@ -96,7 +96,7 @@ async def create_task(request: Request, body: TaskCreate, caller: Caller = requi
         start = start.replace(tzinfo=UTC)
     row = await context.api.insert_task({
         "id": new_object_id(), "function_name": body.functionName, "data": data, "tags": body.tags or [],
-        "priority": body.priority, "start_timestamp": start,
+        "priority": body.priority, "start_timestamp": start, "concurrency_key": body.concurrencyKey,
         "user_id": caller.user_id, "application_id": caller.application_id,
     })
     if row is None:

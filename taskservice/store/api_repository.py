@@ -80,6 +80,7 @@ class ApiRepository:
         return await self.pool.fetchrow(
             queries.api_insert_task, task["id"], task["function_name"], encode_json_rows(task["data"]),
             list(task["tags"]), task["priority"], task["start_timestamp"], task["user_id"], task["application_id"],
+            task.get("concurrency_key"),
         )
 
     @_translated

@@ -374,10 +374,10 @@ WITH f AS (
     SELECT name, enabled, execution_options FROM functions WHERE name = $2
 ), inserted AS (
     INSERT INTO tasks (id, function_name, data, tags, priority, start_timestamp,
-                       created_by_user_id, created_by_application_id, source)
+                       created_by_user_id, created_by_application_id, source, concurrency_key)
     SELECT $1, f.name, $3::text::jsonb, $4::text[],
            coalesce($5::bigint, (f.execution_options ->> 'defaultPriority')::bigint, 0),
-           coalesce($6::timestamptz, now()), $7, $8, 'api'
+           coalesce($6::timestamptz, now()), $7, $8, 'api', $9
     FROM f WHERE f.enabled
     RETURNING """ + API_TASK_COLUMNS + """
 )

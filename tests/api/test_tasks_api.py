@@ -37,6 +37,18 @@ async def test_create_task_returns_task(client, admin) -> None:
     assert task["creationTimestamp"].endswith("Z")
 
 
+async def test_create_task_concurrency_key(client, admin, settings) -> None:
+    from tests.support import fetch
+
+    await _deploy(client, admin)
+    task = await _create(client, admin, concurrencyKey="user-42")
+    rows = await fetch(settings, "SELECT concurrency_key FROM tasks WHERE id = $1", task["id"])
+    assert rows[0]["concurrency_key"] == "user-42"
+    response = await client.post("/tasks/v1/", json={"functionName": "echo-fn", "concurrencyKey": ""},
+                                 headers=admin["headers"])
+    assert response.status_code == 400
+
+
 async def test_create_task_defaults(client, admin) -> None:
     await _deploy(client, admin, executionOptions={"defaultPriority": 3})
     task = await _create(client, admin)
