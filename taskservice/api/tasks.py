@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 
+from taskservice import metrics
 from taskservice.api.auth import require
 from taskservice.api.context import context_of
 from taskservice.api.errors import (
@@ -103,6 +104,7 @@ async def create_task(request: Request, body: TaskCreate, caller: Caller = requi
         raise ResourceUnknownError(f"no function named {body.functionName!r}")
     if not row["enabled"]:
         raise IllegalStateError(f"function {body.functionName!r} is disabled; enable it first")
+    metrics.TASKS_CREATED.labels(source="api", function=body.functionName).inc()
     return WireResponse(task_wire(row))
 
 

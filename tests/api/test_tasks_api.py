@@ -37,6 +37,16 @@ async def test_create_task_returns_task(client, admin) -> None:
     assert task["creationTimestamp"].endswith("Z")
 
 
+async def test_create_task_counted(client, admin) -> None:
+    from prometheus_client import REGISTRY
+
+    await _deploy(client, admin)
+    labels = {"source": "api", "function": "echo-fn"}
+    before = REGISTRY.get_sample_value("taskservice_tasks_created_total", labels) or 0
+    await _create(client, admin)
+    assert REGISTRY.get_sample_value("taskservice_tasks_created_total", labels) == before + 1
+
+
 async def test_create_task_concurrency_key(client, admin, settings) -> None:
     from tests.support import fetch
 
