@@ -92,23 +92,11 @@ def bench_settings(dsn: str, bootstrap: str, is_tansu: bool, **overrides: object
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
-    """Environment variables that reproduce settings in a child process."""
-    import json
-
+    """Return this process's environment without service settings, plus those of settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TASKSERVICE_")}
     env.pop("DATABASE_URL", None)
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, (dict, list)):
-            text = json.dumps(value)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"TASKSERVICE_{name.upper()}"] = text
-    return env
+    return env | settings.to_environment()
 
 
 def start_roles(settings: Settings, roles: str) -> subprocess.Popen[bytes]:

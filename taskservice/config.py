@@ -9,6 +9,7 @@ bootstrap setting, `dev` and `demo` start embedded servers under `state_dir`.
 
 from __future__ import annotations
 
+import json
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -62,7 +63,7 @@ class Settings(BaseSettings):
     )
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, description="Consumer group session timeout.")
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="Consumer heartbeat interval.")
-    kafka_fetch_max_wait_ms: int = Field(default=10, ge=0, description="Longest wait of a fetch with no data.")
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=0, description="Maximum wait of a fetch that finds no data.")
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000, description="Producer request timeout.")
 
     topics: dict[str, TopicFormat] = Field(
@@ -220,6 +221,21 @@ class Settings(BaseSettings):
                 f"({longest_wait_s}), the longest wait of a role's loop; raise health_stall_timeout_s"
             )
         return self
+
+    def to_environment(self) -> dict[str, str]:
+        """Return the `TASKSERVICE_*` variables that reproduce these settings in a child process."""
+        variables: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, (dict, list)):
+                text = json.dumps(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            variables[f"TASKSERVICE_{name.upper()}"] = text
+        return variables
 
     @property
     def task_failed_events_topic(self) -> str:

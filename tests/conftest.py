@@ -1,7 +1,7 @@
 """Fixtures for the real PostgreSQL server and Kafka-protocol broker.
 
 Servers come from the settings when given (DATABASE_URL or TASKSERVICE_TEST_DATABASE_URL,
-KAFKA_BOOTSTRAP_SERVERS). Otherwise, where a Docker engine answers, testcontainers starts
+KAFKA_BOOTSTRAP_SERVERS). Otherwise, where a Docker engine responds, testcontainers starts
 PostgreSQL and Apache Kafka; elsewhere a Tansu broker is started and the local PostgreSQL
 on 127.0.0.1:5432 is used. A fixture that cannot get a server fails the run under CI
 (CI=true) and skips the test elsewhere, with the reason.

@@ -226,21 +226,11 @@ async def committed_offsets(settings: Settings, topic: str) -> dict[int, int | N
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
-    """Return environment variables that reproduce settings in a child process."""
+    """Return this process's environment without service settings, plus those of settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TASKSERVICE_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, (dict, list)):
-            text = json.dumps(value)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"TASKSERVICE_{name.upper()}"] = text
     env.pop("DATABASE_URL", None)
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    return env
+    return env | settings.to_environment()
 
 
 class ServiceProcess:

@@ -1,7 +1,7 @@
 """Decoding of Kafka record values into normalised events, by the topic's format.
 
 A record that cannot become an event yields a Rejection with a reason code and a detail
-that names what is wrong; ingest sends it to the dead-letter topic.
+that names what is wrong. Ingest sends it to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why a record could not be decoded."""
+    """The reason code and description of a record that could not be decoded."""
 
     reason: DeadLetterReason
     detail: str
@@ -102,7 +102,7 @@ _DECODERS = {"exh": decode_exh, "cloudevents": decode_cloudevent}
 
 
 def decode_record(value: bytes | None, topic_format: TopicFormat, max_bytes: int) -> Event | Rejection:
-    """Turn one record value into an Event, or say why it cannot be one."""
+    """Turn one record value into an Event, or into a Rejection that gives the reason."""
     if value is None:
         return Rejection("no_value", "record has no value (a tombstone); events need a JSON object")
     if len(value) > max_bytes:

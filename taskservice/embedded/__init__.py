@@ -33,7 +33,7 @@ def embedded_servers(settings: Settings) -> Iterator[Settings]:
             started.append(broker)
             updates["kafka_bootstrap_servers"] = broker.bootstrap_servers
             updates["kafka_enable_idempotence"] = False
-            # Tansu answers a JoinGroup only after half the session timeout, so a short
+            # Tansu replies to a JoinGroup only after half the session timeout, so a short
             # timeout keeps the first assignment quick.
             updates["kafka_session_timeout_ms"] = 3_000
             updates["kafka_heartbeat_interval_ms"] = 500

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from taskservice import metrics
+from taskservice.aio import wait_first
 from taskservice.config import Settings
 from taskservice.errors import DatabaseUnavailableError
 from taskservice.health import Health
@@ -58,7 +59,7 @@ class OutboxRelay:
                 continue
             self._health.mark_progress("relay")
             if published < self._settings.relay_batch_size:
-                await self._wait(stopping)
+                await wait_first(self._wake, stopping, timeout=self._settings.relay_poll_interval_s)
         logger.info("outbox relay stopped", extra={"event": "relay_stopped"})
 
     async def publish_batch(self) -> int:
@@ -87,12 +88,3 @@ class OutboxRelay:
                     "event": "outbox_published", "topic": row["topic"], "task_id": row["task_id"],
                     "attempt": row["attempt"], "outbox_id": row["id"]})
         return len(rows)
-
-    async def _wait(self, stopping: asyncio.Event) -> None:
-        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=self._settings.relay_poll_interval_s,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()

@@ -69,10 +69,10 @@ async def create_pool(dsn: str, *, size: int, role: str, durable_commits: bool =
     """Open a pool whose connections decode json with orjson and name the role in pg_stat_activity.
 
     With durable_commits off, a commit returns before its WAL reaches disk. A server
-    crash can then lose the last commits, but only whole transactions, which suits work
-    that is repeated when lost: task claims and outcomes (a lost claim or outcome leaves
-    the task to the lease sweep) and outbox marks (a lost mark republishes). Ingest
-    keeps durable commits, because it commits Kafka offsets after them.
+    crash can then lose the last commits, but only whole transactions. That suits work
+    that is repeated when lost. A lost task claim or outcome leaves the task to the lease
+    sweep, and a lost outbox mark republishes the message. Ingest keeps durable commits,
+    because it commits Kafka offsets after them.
     """
     server_settings = {"application_name": f"{APPLICATION_NAME}-{role}"}
     if not durable_commits:

@@ -98,9 +98,9 @@ next_due_timestamp = """
 SELECT min(start_timestamp) FROM tasks WHERE status = 'new' AND start_timestamp > now()
 """
 
-# Finish a batch of runs: store each outcome, create the retry task of a retried run,
-# queue the result message (and the task_failed event of a final failure), and keep the
-# log lines, all in one statement so that they commit together. A run whose task is no
+# Finish a batch of runs in one statement, so that everything commits together: store
+# each outcome, create the retry task of a retried run, queue the result message (and the
+# task_failed event of a final failure), and keep the log lines. A run whose task is no
 # longer inProgress with the same attempt (recovered by the sweep) changes nothing. A task
 # whose cancellation was requested while it ran ends canceled whatever its outcome, and
 # is never retried.

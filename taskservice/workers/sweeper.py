@@ -1,8 +1,8 @@
 """The lease sweep: recovers in-progress tasks whose worker stopped renewing their lease.
 
-Each recovered run counts as a failed attempt with the error name `zombieTaskCleaned`
-and goes through the same finish path as any failed run, so the function's retry policy
-decides between a retry and a final failure, and a result message is queued either way.
+Each recovered run counts as a failed attempt with the error name `zombieTaskCleaned`.
+It goes through the same finish path as any failed run, so the function's retry policy
+decides between a retry and a final failure. A result message is queued either way.
 """
 
 from __future__ import annotations

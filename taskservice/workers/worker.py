@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from taskservice import metrics
+from taskservice.aio import wait_first
 from taskservice.config import Settings
 from taskservice.errors import DatabaseUnavailableError
 from taskservice.functions import RuntimePool, TaskOutcome
@@ -152,7 +153,7 @@ class Worker:
         free = self._settings.worker_max_in_flight - len(self._running)
         if free <= 0:
             self._slot_freed.clear()
-            await self._wait_any(self._slot_freed, stopping, timeout=self._settings.worker_poll_interval_s)
+            await wait_first(self._slot_freed, stopping, timeout=self._settings.worker_poll_interval_s)
             return self._settings.worker_claim_batch_size
         self._wake.clear()
         limit = min(free, self._settings.worker_claim_batch_size)
@@ -254,7 +255,7 @@ class Worker:
                 (outcome.finished_at - outcome.started_at).total_seconds()
             )
             if outcome.task_id not in stored_status:
-                # The sweep recovered this task after its lease expired; its result stands.
+                # The sweep recovered this task after its lease expired, so its stored outcome is kept.
                 logger.warning(
                     "task was no longer inProgress for this run; its outcome was discarded",
                     extra={"event": "finish_skipped", "task_id": outcome.task_id, "function": function_name,
@@ -286,16 +287,7 @@ class Worker:
             next_due = None
         if next_due is not None:
             timeout = min(timeout, max((next_due - datetime.now(UTC)).total_seconds(), 0.0))
-        await self._wait_any(self._wake, stopping, timeout=timeout)
-
-    @staticmethod
-    async def _wait_any(event: asyncio.Event, stopping: asyncio.Event, *, timeout: float) -> None:
-        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(stopping.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await wait_first(self._wake, stopping, timeout=timeout)
 
     async def _renew_leases(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -303,13 +295,13 @@ class Worker:
             if not self._running:
                 continue
             try:
-                held = await self._repository.renew_leases(list(self._running), self.worker_id, self._settings.lease_s)
+                renewed = await self._repository.renew_leases(list(self._running), self.worker_id, self._settings.lease_s)
             except DatabaseUnavailableError as exc:
                 logger.warning("cannot renew leases: %s", exc, extra={"event": "lease_renewal_failed",
                                                                      "worker_id": self.worker_id})
                 continue
             # A missed cancel notification is caught here, one heartbeat later.
-            for row in held:
+            for row in renewed:
                 if row["cancel_requested"]:
                     self.request_cancel(row["id"])
 

@@ -74,3 +74,11 @@ def test_invalid_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert "topic_partitions" in str(caught.value)
+
+
+def test_environment_round_trip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    original = Settings(database_url="postgresql://db/x", topics={"in": "exh"}, kafka_enable_idempotence=False,
+                        lease_s=30, state_dir=tmp_path)
+    for name, value in original.to_environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
