@@ -1,4 +1,4 @@
-"""Repository of the HTTP API: one method per `api_*` query in `queries.py`.
+"""Repository of the HTTP API: one method per `api_*` query in `queries/api.py`.
 
 Each method is named after its query without the `api_` prefix. List methods take a
 CompiledQuery from `rql_sql` and fill the query template with its fragments.

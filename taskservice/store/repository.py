@@ -1,4 +1,4 @@
-"""Repository: one method per named query in `queries.py`, with the same name."""
+"""Repository: one method per named query in `queries/pipeline.py`, with the same name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Repository of schedules: one method per query in the `Schedules` section of `queries.py`."""
+"""Repository of schedules: one method per query in `queries/schedules.py`."""
 
 from __future__ import annotations
 
