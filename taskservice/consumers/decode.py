@@ -26,7 +26,8 @@ class Event:
     event_id: str
     type: str
     time: datetime | None
-    original: dict[str, Any]    # the whole event as received; tasks get it under data.event
+    document: dict[str, Any]    # the normalised event: filters and paths read it, tasks get it as data.event
+    original: dict[str, Any]    # the event as received, before normalisation
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ def decode_exh(body: dict[str, Any]) -> Event:
         event_id=event.id,
         type=event.type,
         time=_epoch_ms_to_datetime(event.creation_timestamp),
+        document=body,
         original=body,
     )
 
@@ -94,6 +96,7 @@ def decode_cloudevent(body: dict[str, Any]) -> Event:
         event_id=event.id,
         type=event.type,
         time=event.time,
+        document=body,
         original=body,
     )
 

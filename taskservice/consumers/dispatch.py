@@ -72,11 +72,11 @@ class DispatcherTable:
 def build_task_row(event: Event, action: TaskAction, max_data_bytes: int) -> dict[str, Any]:
     """Build the task row an action creates for an event.
 
-    The task's data is the action's data plus the whole event under `event`, which
+    The task's data is the action's data plus the normalised event under `event`, which
     overwrites an `event` key of the action's data, as ExtraHorizon dispatchers do.
     """
     data = dict(action.data)
-    data["event"] = event.original
+    data["event"] = event.document
     size = len(orjson.dumps(data))
     if size > max_data_bytes:
         raise TaskDataTooLarge(
@@ -95,3 +95,8 @@ def build_task_row(event: Event, action: TaskAction, max_data_bytes: int) -> dic
         "event_id": event.event_id,
         "event_timestamp": event.time.isoformat() if event.time else None,
     }
+
+
+def task_rows_for(dispatchers: DispatcherTable, event: Event, max_data_bytes: int) -> list[dict[str, Any]]:
+    """Return the task rows that an event creates: one per matching task action."""
+    return [build_task_row(event, action, max_data_bytes) for action in dispatchers.actions_for(event.type)]

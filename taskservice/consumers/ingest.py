@@ -27,7 +27,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from taskservice import metrics
 from taskservice.config import Settings
 from taskservice.consumers.decode import Event, Rejection, decode_record
-from taskservice.consumers.dispatch import DispatcherTable, TaskDataTooLarge, build_task_row
+from taskservice.consumers.dispatch import DispatcherTable, TaskDataTooLarge, task_rows_for
 from taskservice.health import Health
 from taskservice.kafka import create_consumer
 from taskservice.store.db import PostgresError, is_data_error, retry_until_done
@@ -178,8 +178,7 @@ class IngestConsumer:
                             event_id=result.event_id)
 
     def _match(self, event: Event) -> list[dict[str, Any]]:
-        limit = self._settings.max_task_data_bytes
-        return [build_task_row(event, action, limit) for action in self._dispatchers.actions_for(event.type)]
+        return task_rows_for(self._dispatchers, event, self._settings.max_task_data_bytes)
 
     async def _store_tasks(self, decoded: list[_Decoded], stopping: asyncio.Event) -> None:
         rows = [row for item in decoded for row in item.rows]
