@@ -6,6 +6,7 @@ that names what is wrong. Ingest sends it to the dead-letter topic.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -104,8 +105,16 @@ def decode_cloudevent(body: dict[str, Any]) -> Event:
 _DECODERS = {"exh": decode_exh, "cloudevents": decode_cloudevent}
 
 
-def decode_record(value: bytes | None, topic_format: TopicFormat, max_bytes: int) -> Event | Rejection:
-    """Turn one record value into an Event, or into a Rejection that gives the reason."""
+Headers = Sequence[tuple[str, bytes]]
+
+
+def decode_record(
+    value: bytes | None, headers: Headers, topic_format: TopicFormat, max_bytes: int
+) -> Event | Rejection:
+    """Turn one record into an Event, or into a Rejection that gives the reason.
+
+    headers are the record headers as aiokafka returns them: (name, value bytes) pairs.
+    """
     if value is None:
         return Rejection("no_value", "record has no value (a tombstone); events need a JSON object")
     if len(value) > max_bytes:

@@ -164,7 +164,7 @@ class IngestConsumer:
 
     def _decode(self, record: Any) -> _Decoded:
         topic_format = self._settings.topics[record.topic]
-        result = decode_record(record.value, topic_format, self._settings.max_record_bytes)
+        result = decode_record(record.value, record.headers, topic_format, self._settings.max_record_bytes)
         if isinstance(result, Rejection):
             return _Decoded(record, [], result)
         try:

@@ -13,7 +13,7 @@ VALID_DOCUMENT = orjson.dumps({
 
 
 def test_exh_event_decodes() -> None:
-    event = decode_record(VALID_EXH, "exh", 10_000)
+    event = decode_record(VALID_EXH, (), "exh", 10_000)
     assert isinstance(event, Event)
     assert event.key == "exh:e1"
     assert event.type == "user_deleted"
@@ -21,7 +21,7 @@ def test_exh_event_decodes() -> None:
 
 
 def test_cloudevent_identity_includes_source() -> None:
-    event = decode_record(VALID_DOCUMENT, "cloudevents", 10_000)
+    event = decode_record(VALID_DOCUMENT, (), "cloudevents", 10_000)
     assert isinstance(event, Event)
     assert event.key == "ce:/data/v1/bp:c1"
     assert event.type == "document.created"
@@ -42,7 +42,7 @@ def test_cloudevent_identity_includes_source() -> None:
     ],
 )
 def test_bad_records_are_rejected(value: bytes | None, topic_format: str, reason: str) -> None:
-    result = decode_record(value, topic_format, 1_000)  # type: ignore[arg-type]
+    result = decode_record(value, (), topic_format, 1_000)  # type: ignore[arg-type]
     assert isinstance(result, Rejection)
     assert result.reason == reason
     assert result.detail
@@ -51,15 +51,15 @@ def test_bad_records_are_rejected(value: bytes | None, topic_format: str, reason
 def test_transition_needs_statuses() -> None:
     body = orjson.loads(VALID_DOCUMENT)
     body["type"] = "document.transitioned"
-    result = decode_record(orjson.dumps(body), "cloudevents", 10_000)
+    result = decode_record(orjson.dumps(body), (), "cloudevents", 10_000)
     assert isinstance(result, Rejection)
     assert "fromStatus" in result.detail
     body["data"]["fromStatus"] = "new"
     body["data"]["toStatus"] = "analyzed"
-    assert isinstance(decode_record(orjson.dumps(body), "cloudevents", 10_000), Event)
+    assert isinstance(decode_record(orjson.dumps(body), (), "cloudevents", 10_000), Event)
 
 
 def test_rejection_detail_names_field() -> None:
-    result = decode_record(b'{"id": "x", "type": ""}', "exh", 10_000)
+    result = decode_record(b'{"id": "x", "type": ""}', (), "exh", 10_000)
     assert isinstance(result, Rejection)
     assert "type" in result.detail
