@@ -10,4 +10,5 @@ so repositories read `queries.<statement>` whatever the area.
 
 from taskservice.store.queries.api import *  # noqa: F403
 from taskservice.store.queries.pipeline import *  # noqa: F403
+from taskservice.store.queries.recovery import *  # noqa: F403
 from taskservice.store.queries.schedules import *  # noqa: F403
