@@ -1,5 +1,5 @@
 """The `taskservice` command line: dev, run, migrate, functions, dispatchers, schedules, users,
-tokens, clients, events, demo."""
+tokens, clients, events, dlq, tasks, demo."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from taskservice.errors import ServiceError
 from taskservice.logs import configure_logging
 from taskservice.auth.cli import COMMANDS as AUTH_COMMANDS
 from taskservice.auth.cli import add_parsers as add_auth_parsers
+from taskservice.recovery.commands import COMMANDS as RECOVERY_COMMANDS
+from taskservice.recovery.commands import add_parsers as add_recovery_parsers
 from taskservice.scheduler.commands import add_schedules_parser
 
 logger = logging.getLogger("taskservice")
@@ -56,6 +58,8 @@ def _build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file", type=Path, help="JSON Lines file; '-' reads standard input")
     publish.add_argument("--topic", required=True, help="topic to publish to")
     publish.add_argument("--raw", action="store_true", help="publish lines that are not valid JSON too")
+
+    add_recovery_parsers(commands)
 
     demo = commands.add_parser("demo", help="replay the blood-pressure dataset through the whole pipeline")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
@@ -215,6 +219,7 @@ _COMMANDS = {
     "events": _command_events,
     "demo": _command_demo,
     **AUTH_COMMANDS,
+    **RECOVERY_COMMANDS,
 }
 
 

@@ -40,7 +40,7 @@ OFFSET_COMMIT_FAILURES = Counter(
 )
 TASKS_CREATED = Counter(
     "taskservice_tasks_created_total",
-    "Tasks inserted, by source (event, api, schedule, retry) and function.",
+    "Tasks inserted, by source (event, api, schedule, retry, redrive) and function.",
     ["source", "function"],
 )
 TASKS_DEDUPLICATED = Counter(
@@ -102,6 +102,18 @@ BROKER_ERRORS = Counter(
     "taskservice_broker_errors_total",
     "Kafka operations that failed, by operation.",
     ["operation"],
+)
+TASKS_REDRIVEN = Counter(
+    "taskservice_tasks_redriven_total",
+    "Failed tasks re-run as a new task by a redrive (CLI or HTTP API), by function.",
+    ["function"],
+)
+DEAD_LETTERS_REPLAYED = Counter(
+    "taskservice_dead_letters_replayed_total",
+    "Dead letters handled by `taskservice dlq replay`, by outcome (published: written to the source topic; "
+    "matched: tasks stored or already present; unmatched: no dispatcher matched; failed: still rejected; "
+    "skipped: replayed before or a duplicate).",
+    ["outcome"],
 )
 SCHEDULE_FIRES = Counter(
     "taskservice_schedule_fires_total",

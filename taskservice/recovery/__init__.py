@@ -1,0 +1,1 @@
+"""Recovery tools: list, show and replay dead letters, and redrive failed tasks."""

@@ -1,0 +1,83 @@
+"""Helpers of the recovery tests: the CLI as a child process, and dead letters made by ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from taskservice.config import Settings
+from tests.support import REPOSITORY_ROOT, TopicReader, publish, running_service, settings_environment, wait_for
+
+
+@dataclass
+class CliResult:
+    """Exit code and output of one CLI run."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Return each stdout line decoded as JSON."""
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+async def run_cli(settings: Settings, *args: str, timeout: float = 120) -> CliResult:
+    """Run `taskservice ARGS` in a child process without blocking the event loop of the test."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskservice.cli", *args, env=settings_environment(settings), cwd=REPOSITORY_ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return CliResult(process.returncode, stdout.decode(), stderr.decode())
+
+
+def exh_topic(settings: Settings) -> str:
+    """Return the test's ExtraHorizon input topic."""
+    return next(topic for topic, topic_format in settings.topics.items() if topic_format == "exh")
+
+
+def document_topic(settings: Settings) -> str:
+    """Return the test's CloudEvents input topic."""
+    return next(topic for topic, topic_format in settings.topics.items() if topic_format == "cloudevents")
+
+
+def large_event(event_id: str, size: int = 3_000) -> dict[str, Any]:
+    """Build a user_deleted event whose task data is larger than 1,024 bytes."""
+    return {"id": event_id, "type": "user_deleted", "content": {"note": "x" * size},
+            "creation_timestamp": int(time.time() * 1000)}
+
+
+async def dead_letter_through_ingest(settings: Settings, batches: list[list[tuple[str, bytes | dict[str, Any]]]],
+                                     *, pause_s: float = 0.0) -> list[Any]:
+    """Run ingest, publish each batch of (topic, value) and wait until its records are dead-lettered.
+
+    Waits pause_s between batches, so the batches get distinct dead-letter times. Returns
+    every record of the dead-letter topic.
+    """
+    expected = 0
+    async with TopicReader(settings, settings.dead_letter_topic) as dead_letters, \
+            running_service(settings, ("ingest",)):
+        for index, batch in enumerate(batches):
+            if index and pause_s:
+                await asyncio.sleep(pause_s)
+            for topic, value in batch:
+                await publish(settings, topic, [value])
+            expected += len(batch)
+            await wait_for(lambda: _has(dead_letters, expected), timeout=60,
+                           message=f"{expected} dead letters")
+        await wait_for(dead_letters.caught_up, timeout=30, message="dead-letter topic read to its end")
+        return list(dead_letters.records)
+
+
+async def _has(reader: TopicReader, count: int) -> bool:
+    return len(reader.records) >= count
