@@ -1,0 +1,279 @@
+"""The compiled form of event patterns: a tree of matching closures.
+
+pattern_compiler builds the tree from a validated pattern; patterns.Pattern and
+patterns.PatternIndex run it. Matching does no I/O and allocates little, because the ingest
+process runs it for every event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator
+from types import MappingProxyType
+from typing import Any
+
+Matcher = Callable[[Any], bool]
+
+# The value of a field that the event does not have.
+MISSING: Any = object()
+_EMPTY_OBJECT: Any = MappingProxyType({})
+# Index keys of the JSON literals, kept apart from numbers because True == 1 in Python.
+_TRUE_KEY, _FALSE_KEY, _NULL_KEY = object(), object(), object()
+
+
+def index_key(value: Any) -> Any:
+    """Return the key under which the index files an exact value: numbers by value, literals apart."""
+    if value is True:
+        return _TRUE_KEY
+    if value is False:
+        return _FALSE_KEY
+    if value is None:
+        return _NULL_KEY
+    return value
+
+
+# Matching. The compiled tree is made of closures, because the ingest process calls them
+# for every event and a closure call costs less than a method call with attribute lookups.
+
+
+def _always(value: Any) -> bool:
+    return True
+
+
+def iter_array(values: list[Any]) -> Iterator[Any]:
+    """Yield the elements of an event array with nested arrays flattened, without recursion."""
+    pending = [values]
+    while pending:
+        for item in pending.pop():
+            if type(item) is list:
+                pending.append(item)
+            else:
+                yield item
+
+
+def _match_array(values: list[Any], scalar: Matcher, absent: bool) -> bool:
+    """Match a leaf against an event array: true when any scalar element matches.
+
+    `exists: false` (absent) holds only when the array has no scalar at any depth, because
+    exists applies to leaf values.
+    """
+    found = False
+    for item in iter_array(values):
+        if type(item) is not dict:
+            if scalar(item):
+                return True
+            found = True
+    return absent and not found
+
+
+def _match_object_array(values: list[Any], match_fields: Matcher, empty_result: bool) -> bool:
+    """Match an object pattern against an event array: true when any element matches."""
+    seen = False
+    for item in iter_array(values):
+        seen = True
+        if match_fields(item) if type(item) is dict else empty_result:
+            return True
+    return empty_result and not seen
+
+
+class Leaf:
+    """An array of matchers, compiled: it matches a value when any matcher does."""
+
+    __slots__ = ("exact_keys", "match")
+
+    def __init__(self, match: Matcher, exact_keys: frozenset[Any] | None) -> None:
+        self.match = match
+        # Index keys when the leaf holds only exact values, else None (the leaf cannot anchor).
+        self.exact_keys = exact_keys
+
+
+class ObjectNode:
+    """A pattern object, compiled: all its fields must match, and one `$or` branch if any."""
+
+    __slots__ = ("alternatives", "fields", "match", "match_fields")
+
+    def __init__(self, fields: list[tuple[str, Leaf | ObjectNode]], alternatives: list[ObjectNode]) -> None:
+        # Exact-only leaves first, then other leaves, then nested objects: cheap tests first.
+        def cost(field: tuple[str, Leaf | ObjectNode]) -> int:
+            node = field[1]
+            if isinstance(node, ObjectNode):
+                return 2
+            return 0 if node.exact_keys is not None else 1
+
+        self.fields = tuple(sorted(fields, key=cost))
+        self.alternatives = tuple(alternatives)
+        checks = tuple((key, node.match) for key, node in self.fields)
+        branches = tuple(branch.match_fields for branch in self.alternatives)
+        missing = MISSING
+
+        def match_fields(value: Any) -> bool:
+            for key, check in checks:
+                if not check(value.get(key, missing)):
+                    return False
+            if branches:
+                for branch in branches:
+                    if branch(value):
+                        return True
+                return False
+            return True
+
+        # A missing field, a scalar or an empty array gives the pattern an object without fields.
+        empty_result = match_fields(_EMPTY_OBJECT)
+
+        def match(value: Any) -> bool:
+            kind = type(value)
+            if kind is dict:
+                return match_fields(value)
+            if kind is list:
+                return _match_object_array(value, match_fields, empty_result)
+            return empty_result
+
+        self.match_fields = match_fields
+        self.match = match
+
+
+class LeafBuilder:
+    """Collects the matchers of one leaf array and builds its matching closure."""
+
+    def __init__(self) -> None:
+        self.strings: set[str] = set()
+        self.numbers: set[int | float] = set()
+        self.literals: set[bool | None] = set()     # exact true, false, null
+        self.string_tests: list[Matcher] = []
+        self.number_tests: list[Matcher] = []
+        self.prefixes: list[str] = []
+        self.suffixes: list[str] = []
+        self.folded: set[str] = set()               # equals-ignore-case, case-folded
+        self.folded_prefixes: list[str] = []
+        self.folded_suffixes: list[str] = []
+        self.exists = False                          # exists: true, matches every scalar
+        self.absent = False                          # exists: false
+        self.exact_only = True
+        # anything-but that leaves every value of a kind through (a number for a string list).
+        self.all_strings = False
+        self.all_numbers = False
+        self.all_literals = False
+
+    def build(self) -> Leaf:
+        string_test = self._string_test()
+        number_test = self._number_test()
+        literal_ok = {
+            literal: self.exists or self.all_literals or literal in self.literals for literal in (True, False, None)
+        }
+        true_result, false_result, null_result = literal_ok[True], literal_ok[False], literal_ok[None]
+        absent = self.absent
+
+        def scalar(value: Any) -> bool:
+            kind = type(value)
+            if kind is str:
+                return string_test(value)
+            if kind is int or kind is float:
+                return number_test(value)
+            if kind is bool:
+                return true_result if value else false_result
+            return null_result if value is None else False
+
+        def match(value: Any) -> bool:
+            kind = type(value)
+            if kind is str:
+                return string_test(value)
+            if kind is dict or value is MISSING:
+                return absent
+            if kind is list:
+                return _match_array(value, scalar, absent)
+            return scalar(value)
+
+        exact_keys = None
+        if self.exact_only and not self.absent:
+            exact_keys = frozenset(self.strings | self.numbers | {index_key(value) for value in self.literals})
+        return Leaf(match, exact_keys)
+
+    def _string_test(self) -> Matcher:
+        if self.exists or self.all_strings:
+            return _always
+        strings = frozenset(self.strings)
+        tests = list(self.string_tests)
+        if self.prefixes:
+            prefixes = tuple(self.prefixes)
+            tests.insert(0, lambda value: value.startswith(prefixes))
+        if self.suffixes:
+            suffixes = tuple(self.suffixes)
+            tests.insert(0, lambda value: value.endswith(suffixes))
+        if self.folded or self.folded_prefixes or self.folded_suffixes:
+            folded, folded_prefixes, folded_suffixes = (
+                frozenset(self.folded), tuple(self.folded_prefixes), tuple(self.folded_suffixes))
+
+            def test_folded(value: str) -> bool:
+                value = value.casefold()
+                return value in folded or value.startswith(folded_prefixes) or value.endswith(folded_suffixes)
+
+            tests.append(test_folded)
+        return _any_of(strings, tuple(tests))
+
+    def _number_test(self) -> Matcher:
+        if self.exists or self.all_numbers:
+            return _always
+        return _any_of(frozenset(self.numbers), tuple(self.number_tests))
+
+
+def _any_of(values: frozenset[Any], tests: tuple[Matcher, ...]) -> Matcher:
+    if not tests:
+        return values.__contains__
+
+    def test(value: Any) -> bool:
+        if value in values:
+            return True
+        for check in tests:
+            if check(value):
+                return True
+        return False
+
+    return test
+
+
+def wildcard_test(segments: tuple[str, ...]) -> Matcher:
+    """Match a string against literal segments separated by `*`, without backtracking.
+
+    The first segment must start the value and the last must end it. Each middle segment is
+    searched left to right, and taking its leftmost occurrence never loses a match.
+    """
+    first, middle, last = segments[0], segments[1:-1], segments[-1]
+    minimum = len(first) + len(last)
+
+    def test(value: str) -> bool:
+        if len(value) < minimum or not value.startswith(first) or not value.endswith(last):
+            return False
+        position, end = len(first), len(value) - len(last)
+        for segment in middle:
+            found = value.find(segment, position, end)
+            if found < 0:
+                return False
+            position = found + len(segment)
+        return True
+
+    return test
+
+
+def cidr_test(networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> Matcher:
+    def test(value: str) -> bool:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+
+    return test
+
+
+def range_test(lower: float | None, lower_inclusive: bool, upper: float | None, upper_inclusive: bool) -> Matcher:
+    if upper is None:
+        return (lambda value: value >= lower) if lower_inclusive else (lambda value: value > lower)
+    if lower is None:
+        return (lambda value: value <= upper) if upper_inclusive else (lambda value: value < upper)
+    if lower_inclusive and upper_inclusive:
+        return lambda value: lower <= value <= upper
+    if lower_inclusive:
+        return lambda value: lower <= value < upper
+    if upper_inclusive:
+        return lambda value: lower < value <= upper
+    return lambda value: lower < value < upper
