@@ -1,15 +1,38 @@
-"""Input event contracts: ExtraHorizon events and CloudEvents document changes."""
+"""Input event contracts: ExtraHorizon events and CloudEvents."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 DOCUMENT_EVENT_TYPES = ("document.created", "document.updated", "document.deleted", "document.transitioned")
 
 _NAME = Field(min_length=1, max_length=256)
+
+# RFC 3339 date-time: a full date, a full time and an offset (Z or ±hh:mm).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+# A media type that declares JSON content: */json or */*+json, parameters aside.
+_JSON_MEDIA_TYPE = re.compile(r"[^/\s;]+/([^/\s;]+\+)?json", re.IGNORECASE)
+
+
+def _require_rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError(f"must be an RFC 3339 timestamp such as 2027-01-01T12:00:00Z (got {value!r})")
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """Return whether a media type declares JSON content (`*/json` or `*/*+json`), as CloudEvents defines it."""
+    return _JSON_MEDIA_TYPE.fullmatch(content_type.split(";", 1)[0].strip()) is not None
+
+
+Rfc3339Timestamp = Annotated[datetime, BeforeValidator(_require_rfc3339)]
 
 
 class ExhEvent(BaseModel):
@@ -52,13 +75,60 @@ class DocumentChangeEvent(BaseModel):
     id: str = _NAME
     source: str = _NAME
     type: Literal["document.created", "document.updated", "document.deleted", "document.transitioned"]
-    time: datetime | None = None
-    datacontenttype: Literal["application/json"] | None = None
+    time: Rfc3339Timestamp | None = None
+    datacontenttype: str | None = Field(
+        default=None, max_length=256, description="A JSON media type such as application/json, if given."
+    )
     subject: str | None = Field(default=None, max_length=256, description="The document id.")
     data: DocumentChange
+
+    @field_validator("datacontenttype")
+    @classmethod
+    def _require_json(cls, value: str | None) -> str | None:
+        if value is not None and not is_json_media_type(value):
+            raise ValueError(f"must be a JSON media type such as application/json (got {value!r})")
+        return value
 
     @model_validator(mode="after")
     def _require_transition_statuses(self) -> DocumentChangeEvent:
         if self.type == "document.transitioned" and (self.data.fromStatus is None or self.data.toStatus is None):
             raise ValueError("document.transitioned events need data.fromStatus and data.toStatus")
         return self
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event in the JSON event format, of any type.
+
+    Extension attributes are further members. `data` contains JSON data or text, and
+    `data_base64` contains other binary data as Base64. An event has at most one of them.
+    """
+
+    model_config = ConfigDict(extra="allow", title="CloudEvent")
+
+    specversion: Literal["1.0"]
+    id: str = _NAME
+    source: str = _NAME
+    type: str = _NAME
+    time: Rfc3339Timestamp | None = None
+    datacontenttype: str | None = Field(default=None, min_length=1, max_length=256, description="Media type of data.")
+    dataschema: str | None = Field(default=None, min_length=1, description="URI of the schema that data follows.")
+    subject: str | None = Field(default=None, max_length=256)
+    data: Any = Field(default=None, description="The event data: any JSON value, or text for non-JSON media types.")
+    data_base64: str | None = Field(default=None, description="Binary event data, Base64-encoded.")
+
+    @field_validator("data_base64")
+    @classmethod
+    def _require_base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                base64.b64decode(value, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"must be Base64 text: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _require_one_data_member(self) -> CloudEvent:
+        if "data" in self.model_fields_set and "data_base64" in self.model_fields_set:
+            raise ValueError("an event has either data or data_base64, not both")
+        return self
+

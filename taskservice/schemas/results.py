@@ -43,8 +43,21 @@ class TaskResultMessage(BaseModel):
     statusChangedTimestamp: str
 
 
+# Reason codes of dead-lettered records, sent in the `reason` header:
+# - not_utf8: the value, or the data of a binary-mode CloudEvent, is not UTF-8 text.
+# - invalid_json: the value, or JSON data of a binary-mode CloudEvent, is not valid JSON.
+# - not_an_object: the value is JSON but not an object.
+# - schema_mismatch: the event does not follow its format's contract (a field missing or of the wrong type).
+# - too_large: the value exceeds max_record_bytes, or the task data max_task_data_bytes.
+# - unsupported_value: PostgreSQL rejected the task data.
+# - no_value: the record has no value, and its format needs one (exh, and cloudevents without ce_specversion).
+# - invalid_header: a CloudEvents header (ce_* or content-type) is not UTF-8, has no value, repeats, or
+#   names no attribute.
+# - unsupported_content_type: content-type names a CloudEvents event format other than JSON, or text data
+#   in a charset other than UTF-8.
 DeadLetterReason = Literal[
-    "not_utf8", "invalid_json", "not_an_object", "schema_mismatch", "too_large", "unsupported_value", "no_value"
+    "not_utf8", "invalid_json", "not_an_object", "schema_mismatch", "too_large", "unsupported_value", "no_value",
+    "invalid_header", "unsupported_content_type",
 ]
 
 DEAD_LETTER_HEADERS = {

@@ -2,6 +2,8 @@
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskservice.consumers.decode import Event, Rejection, decode_record
 
@@ -63,3 +65,46 @@ def test_rejection_detail_names_field() -> None:
     result = decode_record(b'{"id": "x", "type": ""}', (), "exh", 10_000)
     assert isinstance(result, Rejection)
     assert "type" in result.detail
+
+
+def test_exh_ignores_headers() -> None:
+    event = decode_record(VALID_EXH, [("ce_id", b"\xff"), ("content-type", b"text/plain")], "exh", 10_000)
+    assert isinstance(event, Event)
+    assert event.key == "exh:e1"
+
+
+@pytest.mark.parametrize("topic_format", ["exh", "cloudevents"])
+def test_null_value_rejected(topic_format: str) -> None:
+    result = decode_record(None, [], topic_format, 10_000)  # type: ignore[arg-type]
+    assert isinstance(result, Rejection)
+    assert result.reason == "no_value"
+
+
+def test_cloudevents_topic_accepts_any_type() -> None:
+    body = {"specversion": "1.0", "id": "g1", "source": "/billing", "type": "com.example.invoice.paid",
+            "data": {"amount": 5}}
+    event = decode_record(orjson.dumps(body), [], "cloudevents", 10_000)
+    assert isinstance(event, Event)
+    assert event.type == "com.example.invoice.paid"
+    assert event.document == body
+
+
+HEADER_NAMES = st.sampled_from(["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type",
+                                "CE_ID", "ce_", "ce_data", "other"])
+HEADER_VALUES = st.one_of(st.none(), st.binary(max_size=20), st.sampled_from([b"1.0", b"application/json",
+                                                                               b"text/plain", b"x"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.one_of(st.none(), st.binary(max_size=200), st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=10),
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=10,
+    ).map(orjson.dumps)),
+    headers=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=6),
+    topic_format=st.sampled_from(["exh", "cloudevents"]),
+)
+def test_decoding_never_raises(value: bytes | None, headers: list, topic_format: str) -> None:
+    result = decode_record(value, headers, topic_format, 150)  # type: ignore[arg-type]
+    assert isinstance(result, (Event, Rejection))
