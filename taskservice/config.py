@@ -13,7 +13,7 @@ import json
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -23,7 +23,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-TopicFormat = Literal["exh", "cloudevents"]
+TopicFormat = Literal["exh", "cloudevents", "debezium"]
+TOPIC_FORMATS: tuple[str, ...] = get_args(TopicFormat)
 
 CONFIG_FILE_VARIABLE = "TASKSERVICE_CONFIG"
 
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
 
     topics: dict[str, TopicFormat] = Field(
         default={"exh-events": "exh", "document-changes": "cloudevents"},
-        description="Ingested topics and the record format of each: exh or cloudevents.",
+        description="Ingested topics and the record format of each: exh, cloudevents or debezium.",
     )
     topic_partitions: int = Field(default=4, ge=1, description="Partitions of topics the service creates.")
     consumer_group: str = Field(default="taskservice-ingest", min_length=1, description="Ingest consumer group id.")
@@ -184,6 +185,17 @@ class Settings(BaseSettings):
                 )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _check_topic_formats(cls, topics: Any) -> Any:
+        if isinstance(topics, dict):
+            for name, topic_format in topics.items():
+                if topic_format not in TOPIC_FORMATS:
+                    raise ValueError(
+                        f"topic {name!r} has the unknown format {topic_format!r}; use one of {', '.join(TOPIC_FORMATS)}"
+                    )
+        return topics
 
     @field_validator("topics")
     @classmethod

@@ -15,7 +15,8 @@ from prometheus_client import Counter, Gauge, Histogram
 RECORDS_CONSUMED = Counter(
     "taskservice_records_consumed_total",
     "Kafka records read by ingest, by topic and outcome (matched, unmatched, invalid: not an event of the "
-    "topic's format, dead_lettered: an event whose tasks could not be stored).",
+    "topic's format, dead_lettered: an event whose tasks could not be stored, skipped: a record that carries "
+    "no event by design, such as a Debezium tombstone).",
     ["topic", "outcome"],
 )
 RECORDS_DEAD_LETTERED = Counter(

@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from taskservice import metrics
 from taskservice.config import Settings
-from taskservice.consumers.decode import Event, Rejection, decode_record
+from taskservice.consumers.decode import Event, Rejection, Skip, decode_record
 from taskservice.consumers.dispatch import DispatcherTable, TaskDataTooLarge, task_rows_for
 from taskservice.health import Health
 from taskservice.kafka import create_consumer
@@ -48,6 +48,7 @@ class _Decoded:
     rows: list[dict[str, Any]]
     rejection: Rejection | None = None
     event_id: str | None = None     # None when the record is not an event of its topic's format
+    skipped: bool = False           # the record carries no event by design, such as a Debezium tombstone
 
 
 def _record_fields(record: Any) -> dict[str, Any]:
@@ -167,6 +168,10 @@ class IngestConsumer:
         result = decode_record(record.value, record.headers, topic_format, self._settings.max_record_bytes)
         if isinstance(result, Rejection):
             return _Decoded(record, [], result)
+        if isinstance(result, Skip):
+            logger.debug("record skipped: %s", result.detail,
+                         extra={"event": "record_skipped", **_record_fields(record)})
+            return _Decoded(record, [], skipped=True)
         try:
             return _Decoded(record, self._match(result), event_id=result.event_id)
         except TaskDataTooLarge as exc:
@@ -298,7 +303,9 @@ class IngestConsumer:
     def _count(self, decoded: list[_Decoded]) -> None:
         outcomes: Counter[tuple[str, str]] = Counter()
         for item in decoded:
-            if item.rejection is not None:
+            if item.skipped:
+                outcome = "skipped"
+            elif item.rejection is not None:
                 outcome = "invalid" if item.event_id is None else "dead_lettered"
             elif item.rows:
                 outcome = "matched"

@@ -1,4 +1,4 @@
-"""Input event contracts: ExtraHorizon events and CloudEvents."""
+"""Input event contracts: ExtraHorizon events, CloudEvents and Debezium change events."""
 
 from __future__ import annotations
 
@@ -132,3 +132,70 @@ class CloudEvent(BaseModel):
             raise ValueError("an event has either data or data_base64, not both")
         return self
 
+
+DebeziumOp = Literal["c", "u", "d", "r", "t"]
+
+DEBEZIUM_OPERATIONS: dict[str, str] = {
+    "c": "created", "u": "updated", "d": "deleted", "r": "read", "t": "truncated",
+}
+
+
+class DebeziumSource(BaseModel):
+    """The `source` block of a Debezium change event: where and when the change was made.
+
+    Connectors add their own position fields, such as `lsn` (PostgreSQL) or `file` and
+    `pos` (MySQL); they are kept as further members.
+    """
+
+    model_config = ConfigDict(extra="allow", title="Debezium source", populate_by_name=True)
+
+    connector: str | None = Field(default=None, description="Connector kind, e.g. postgresql or mysql.")
+    name: str | None = Field(default=None, description="Logical name of the connector (the topic prefix).")
+    db: str = _NAME
+    schema_: str | None = Field(default=None, alias="schema", max_length=256,
+                                description="Database schema; absent for connectors without schemas (MySQL).")
+    table: str = _NAME
+    ts_ms: StrictInt | None = Field(default=None, description="When the change was made in the database, epoch ms.")
+
+
+class DebeziumChange(BaseModel):
+    """A Debezium change event (the envelope's payload): one row change of one table.
+
+    `op` is c (create), u (update), d (delete), r (read during a snapshot) or t (truncate).
+    Creates, updates and reads need `after`; deletes need `before`.
+    """
+
+    model_config = ConfigDict(extra="allow", title="Debezium change event")
+
+    op: DebeziumOp
+    before: dict[str, Any] | None = Field(default=None, description="The row before the change.")
+    after: dict[str, Any] | None = Field(default=None, description="The row after the change.")
+    source: DebeziumSource
+    ts_ms: StrictInt | None = Field(default=None, description="When the connector processed the change, epoch ms.")
+    transaction: dict[str, Any] | None = Field(
+        default=None, description="The transaction's id, total_order and data_collection_order, when enabled."
+    )
+
+    @model_validator(mode="after")
+    def _require_row(self) -> DebeziumChange:
+        operation = DEBEZIUM_OPERATIONS[self.op]
+        if self.op in ("c", "u", "r") and self.after is None:
+            raise ValueError(f"op {self.op!r} ({operation}) needs after, the row after the change")
+        if self.op == "d" and self.before is None:
+            raise ValueError(
+                "op 'd' (deleted) needs before, the deleted row; on PostgreSQL set the table's "
+                "REPLICA IDENTITY to DEFAULT or FULL"
+            )
+        return self
+
+
+class DebeziumChangeWithSchema(BaseModel):
+    """A Debezium change event as Kafka Connect's JsonConverter writes it with schemas.enable=true.
+
+    With schemas.enable=false the record value is the payload alone.
+    """
+
+    model_config = ConfigDict(extra="forbid", title="Debezium change event with schema", populate_by_name=True)
+
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema", description="Kafka Connect schema.")
+    payload: DebeziumChange

@@ -13,13 +13,17 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from taskservice.schemas.events import CloudEvent, DocumentChangeEvent, ExhEvent
+from taskservice.schemas.events import (
+    CloudEvent, DebeziumChange, DebeziumChangeWithSchema, DocumentChangeEvent, ExhEvent,
+)
 from taskservice.schemas.results import TaskResultMessage
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     "exh-event.schema.json": ExhEvent,
     "document-change-event.schema.json": DocumentChangeEvent,
     "cloud-event.schema.json": CloudEvent,
+    "debezium-change-event.schema.json": DebeziumChange,
+    "debezium-change-event-with-schema.schema.json": DebeziumChangeWithSchema,
     "task-result.schema.json": TaskResultMessage,
 }
 

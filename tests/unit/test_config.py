@@ -54,7 +54,7 @@ def test_missing_toml_file_is_named(tmp_path: Path) -> None:
     ("overrides", "fragment"),
     [
         ({"topics": {}}, "at least one topic"),
-        ({"topics": {"t": "avro"}}, "topics.t"),
+        ({"topics": {"t": "avro"}}, "topic 't' has the unknown format 'avro'; use one of exh, cloudevents, debezium"),
         ({"results_topic": "exh-events"}, "both ingested and written"),
         ({"worker_claim_batch_size": 0}, "worker_claim_batch_size"),
         ({"lease_s": 10, "heartbeat_interval_s": 20}, "heartbeat_interval_s"),

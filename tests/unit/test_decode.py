@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskservice.consumers.decode import Event, Rejection, decode_record
+from taskservice.consumers.decode import Event, Rejection, Skip, decode_record
 
 VALID_EXH = orjson.dumps({"id": "e1", "type": "user_deleted", "content": {"id": "u1"}, "creation_timestamp": 1})
 VALID_DOCUMENT = orjson.dumps({
@@ -74,7 +74,7 @@ def test_exh_ignores_headers() -> None:
 
 
 @pytest.mark.parametrize("topic_format", ["exh", "cloudevents"])
-def test_null_value_rejected(topic_format: str) -> None:
+def test_null_value_rejected_outside_debezium(topic_format: str) -> None:
     result = decode_record(None, [], topic_format, 10_000)  # type: ignore[arg-type]
     assert isinstance(result, Rejection)
     assert result.reason == "no_value"
@@ -103,8 +103,8 @@ HEADER_VALUES = st.one_of(st.none(), st.binary(max_size=20), st.sampled_from([b"
         max_leaves=10,
     ).map(orjson.dumps)),
     headers=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=6),
-    topic_format=st.sampled_from(["exh", "cloudevents"]),
+    topic_format=st.sampled_from(["exh", "cloudevents", "debezium"]),
 )
 def test_decoding_never_raises(value: bytes | None, headers: list, topic_format: str) -> None:
     result = decode_record(value, headers, topic_format, 150)  # type: ignore[arg-type]
-    assert isinstance(result, (Event, Rejection))
+    assert isinstance(result, (Event, Rejection, Skip))

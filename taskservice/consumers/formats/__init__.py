@@ -1,5 +1,5 @@
-"""Decoders of the input topic formats: exh and cloudevents.
+"""Decoders of the input topic formats: exh, cloudevents and debezium.
 
-Each decoder turns one record into an Event or a Rejection; see
+Each decoder turns one record into an Event, a Rejection or a Skip; see
 `taskservice.consumers.decode.decode_record`, which picks the decoder by the topic's format.
 """

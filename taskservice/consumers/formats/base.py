@@ -36,6 +36,16 @@ class Rejection:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A record that carries no event by design, such as a Debezium tombstone.
+
+    Ingest creates no task for it, does not dead-letter it and commits past it.
+    """
+
+    detail: str
+
+
 def summarise(exc: ValidationError, rename: Callable[[str], str] | None = None) -> str:
     """Describe the first three errors of a validation, each as `location: message`.
 
