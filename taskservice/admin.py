@@ -9,11 +9,13 @@ from typing import Any
 import orjson
 
 from taskservice.config import Settings
+from taskservice.consumers.rules import RuleError, action_rule_columns, dispatcher_rule_columns
 from taskservice.definitions import FUNCTION_NAME, load_function_folders
 from taskservice.errors import AlreadyExistsError, InvalidDefinitionError, ServiceError
 from taskservice.ids import new_object_id
 from taskservice.kafka import create_producer, ensure_topics
-from taskservice.store.db import UniqueViolationError, create_pool
+from taskservice.store.api_repository import ApiRepository
+from taskservice.store.db import create_pool
 from taskservice.store.repository import Repository
 
 logger = logging.getLogger(__name__)
@@ -42,25 +44,35 @@ async def create_dispatcher(
     data: dict[str, Any] | None = None,
     tags: list[str] | None = None,
     *,
+    rules: dict[str, Any] | None = None,
     repository: Repository | None = None,
 ) -> str:
-    """Create a dispatcher with one task action; return its id."""
+    """Create a dispatcher with one task action; return its id.
+
+    rules contains the optional rule fields by wire name: `filter` and `transition` of the
+    dispatcher; `input`, `includeEvent`, `deduplicationKey`, `concurrencyKey`,
+    `delaySeconds` and `priority` of the action. They are checked as the HTTP API checks them.
+    """
     if not event_type or len(event_type) > 256:
         raise InvalidDefinitionError(f"event type {event_type!r} must have 1 to 256 characters")
     if not FUNCTION_NAME.match(function_name):
         raise InvalidDefinitionError(f"function name {function_name!r} must be 1 to 64 letters, digits or '-'")
-    dispatcher = {"id": new_object_id(), "name": name, "event_type": event_type, "tags": []}
-    action = {"id": new_object_id(), "function_name": function_name, "data": data or {}, "tags": tags or []}
+    fields = {"eventType": event_type, **(rules or {})}
+    try:
+        dispatcher = {"id": new_object_id(), "name": name, "event_type": event_type, "tags": [],
+                      **dispatcher_rule_columns(fields)}
+        action = {"id": new_object_id(), "type": "task", "function_name": function_name, "data": data or {},
+                  "tags": tags or [], **action_rule_columns(fields, "task")}
+    except RuleError as exc:
+        raise InvalidDefinitionError(str(exc)) from exc
     owned_pool = None
     if repository is None:
         assert settings.database_url is not None
         owned_pool = await create_pool(settings.database_url, size=2, role="admin")
         repository = Repository(owned_pool)
     try:
-        async with repository.pool.acquire() as connection, connection.transaction():
-            await repository.insert_dispatcher(connection, dispatcher)
-            await repository.insert_dispatcher_action(connection, dispatcher["id"], action)
-    except UniqueViolationError as exc:
+        await ApiRepository(repository.pool).insert_dispatcher(dispatcher, [action])
+    except AlreadyExistsError as exc:
         raise AlreadyExistsError(f"a dispatcher named {name!r} already exists; choose another name") from exc
     finally:
         if owned_pool is not None:

@@ -49,6 +49,15 @@ def _build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="unique dispatcher name")
     create.add_argument("--data", default="{}", help="task data as a JSON object (default {})")
     create.add_argument("--tags", default="", help="comma-separated task tags")
+    create.add_argument("--filter", help="event pattern the event must match, as JSON (see docs/filters.md)")
+    create.add_argument("--transition", help="for document.transitioned: JSON such as '{\"toStatus\": \"analyzed\"}'")
+    create.add_argument("--input", help="input mapping as JSON, e.g. '{\"userId.$\": \"$.data.userId\"}'")
+    create.add_argument("--no-event", dest="include_event", action="store_false", default=None,
+                        help="leave the event out of the task data")
+    create.add_argument("--deduplication-key", help="key template: one task per key value, e.g. $.data.documentId")
+    create.add_argument("--concurrency-key", help="key template: tasks with the same key run one at a time")
+    create.add_argument("--delay", type=float, help="start the task this many seconds after the event time")
+    create.add_argument("--priority", type=int, help="task priority (default: the function's)")
 
     add_schedules_parser(commands)
     add_auth_parsers(commands)
@@ -148,19 +157,35 @@ def _command_functions(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object_option(option: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ServiceError(f"{option} {text!r} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ServiceError(f"{option} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _command_dispatchers(settings: Settings, args: argparse.Namespace) -> int:
     from taskservice.admin import create_dispatcher
 
     if settings.database_url is None:
         raise ServiceError("database_url is not set; set DATABASE_URL")
-    try:
-        data = orjson.loads(args.data)
-    except orjson.JSONDecodeError as exc:
-        raise ServiceError(f"--data {args.data!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ServiceError(f"--data must be a JSON object, got {type(data).__name__}")
+    data = _json_object_option("--data", args.data)
     tags = [tag for tag in args.tags.split(",") if tag]
-    dispatcher_id = asyncio.run(create_dispatcher(settings, args.event_type, args.function, args.name, data, tags))
+    rules = {
+        "filter": _json_object_option("--filter", args.filter),
+        "transition": _json_object_option("--transition", args.transition),
+        "input": _json_object_option("--input", args.input),
+        "includeEvent": args.include_event, "deduplicationKey": args.deduplication_key,
+        "concurrencyKey": args.concurrency_key, "delaySeconds": args.delay, "priority": args.priority,
+    }
+    dispatcher_id = asyncio.run(create_dispatcher(
+        settings, args.event_type, args.function, args.name, data, tags,
+        rules={field: value for field, value in rules.items() if value is not None}))
     print(dispatcher_id)
     return 0
 

@@ -34,6 +34,7 @@ from taskservice.api.models import (
 from taskservice.api.tasks import compiled_rql
 from taskservice.api.wire import WireResponse, affected, both_spellings, drop_none, epoch_ms, object_id, page, selected
 from taskservice.auth.tokens import Caller
+from taskservice.consumers.rules import RuleError, action_rule_columns, dispatcher_rule_columns
 from taskservice.errors import AlreadyExistsError
 from taskservice.ids import new_object_id
 from taskservice.store.db import Record
@@ -51,6 +52,8 @@ def dispatcher_wire(row: Record) -> dict[str, Any]:
         "description": row["description"],
         "eventType": row["event_type"],
         "tags": list(row["tags"]),
+        "filter": row["filter"],
+        "transition": row["transition"],
         "actions": [drop_none(action) for action in row["actions"]],
         "creationTimestamp": epoch_ms(row["creation_timestamp"]),
         "updateTimestamp": epoch_ms(row["update_timestamp"]),
@@ -63,12 +66,22 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def _checked(check: Any, *args: Any) -> dict[str, Any]:
+    """Run a rule check and report a bad rule as a field format error."""
+    try:
+        columns: dict[str, Any] = check(*args)
+    except RuleError as exc:
+        raise FieldFormatError(str(exc)) from exc
+    return columns
+
+
 def _action_row(action: ActionCreate) -> dict[str, Any]:
     if action.type == "task" and not action.functionName:
         raise MissingRequiredFieldsError("a task action needs functionName")
     if action.type == "mail" and (action.recipients is None or not action.templateId):
         raise MissingRequiredFieldsError("a mail action needs recipients and templateId")
-    return {
+    rules = _checked(action_rule_columns, action.model_dump(exclude_none=True), action.type)
+    return rules | {
         "id": new_object_id(), "type": action.type, "name": action.name, "description": action.description,
         "function_name": action.functionName if action.type == "task" else None,
         "data": action.data or {}, "tags": action.tags or [], "start_timestamp": _utc(action.startTimestamp),
@@ -100,7 +113,8 @@ async def create_dispatcher(request: Request, body: DispatcherCreate,
     if not body.eventType:
         raise FieldFormatError("eventType must not be empty")
     dispatcher = {"id": new_object_id(), "name": body.name, "description": body.description,
-                  "event_type": body.eventType, "tags": body.tags or []}
+                  "event_type": body.eventType, "tags": body.tags or [],
+                  **_checked(dispatcher_rule_columns, body.model_dump(include={"eventType", "filter", "transition"}))}
     actions = [_action_row(action) for action in body.actions]
     try:
         await context_of(request).api.insert_dispatcher(dispatcher, actions)
@@ -112,11 +126,16 @@ async def create_dispatcher(request: Request, body: DispatcherCreate,
 @router.put("/{dispatcher_id}", response_model=AffectedRecords, summary="Update a dispatcher")
 async def update_dispatcher(request: Request, dispatcher_id: str, body: DispatcherUpdate,
                             _caller: Caller = require("UPDATE_DISPATCHERS")) -> WireResponse:
-    """Change eventType, name, description or tags; actions change through their own routes."""
+    """Change eventType, name, description, tags, filter or transition; actions have their own routes."""
     object_id(dispatcher_id, "dispatcherId")
     patch = body.model_dump(include=body.model_fields_set)
     if "eventType" in patch and not patch["eventType"]:
         raise FieldFormatError("eventType must not be empty")
+    if patch.keys() & {"eventType", "filter", "transition"}:
+        # The rules are checked as they will be after the update, with the stored fields kept.
+        current = dispatcher_wire(await _dispatcher_or_404(request, dispatcher_id))
+        _checked(dispatcher_rule_columns, {field: patch.get(field, current.get(field))
+                                           for field in ("eventType", "filter", "transition")})
     try:
         found = await context_of(request).api.update_dispatcher(dispatcher_id, patch)
     except AlreadyExistsError as exc:
@@ -165,6 +184,9 @@ async def update_action(request: Request, dispatcher_id: str, action_id: str, bo
     patch = body.model_dump(include=given - {"type"}, mode="json")
     if current_type == "task" and "functionName" in patch and not patch["functionName"]:
         raise FieldFormatError("functionName of a task action must not be empty")
+    dispatcher = await _dispatcher_or_404(request, dispatcher_id)
+    stored = next((item for item in dispatcher["actions"] if item["id"] == action_id), {})
+    _checked(action_rule_columns, {**stored, **patch}, current_type)
     try:
         found = await context.api.update_action(dispatcher_id, action_id, patch)
     except AlreadyExistsError as exc:

@@ -113,32 +113,40 @@ class Recipients(Body):
     bcc: list[StrictStr] | None = None
 
 
-class ActionCreate(Body):
+class ActionFields(Body):
+    """Fields of an action that both creation and update accept."""
+
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+    functionName: StrictStr | None = None
+    data: dict[str, Any] | None = None
+    tags: list[StrictStr] | None = None
+    startTimestamp: datetime | None = None
+    recipients: Recipients | None = None
+    templateId: StrictStr | None = None
+    input: Any = Field(default=None, description=(
+        "Extension: input mapping; keys ending in .$ take a JSONPath value from the event, "
+        "e.g. {\"userId.$\": \"$.data.userId\"}."))
+    includeEvent: Any = Field(default=None, description=(
+        "Extension: whether the task data gets the event under `event` (default true; false for transitions)."))
+    deduplicationKey: Any = Field(default=None, description=(
+        "Extension: key template; one task per action and key value, e.g. \"$.data.documentId\"."))
+    concurrencyKey: Any = Field(default=None, description=(
+        "Extension: key template; tasks with the same key run one at a time."))
+    delaySeconds: Any = Field(default=None, description="Extension: start this many seconds after the event time.")
+    priority: Any = Field(default=None, description="Extension: task priority; default the function's.")
+
+
+class ActionCreate(ActionFields):
     """An action without id, inside a dispatcher or on its own."""
 
     type: Literal["task", "mail"]
-    name: StrictStr | None = None
-    description: StrictStr | None = None
-    functionName: StrictStr | None = None
-    data: dict[str, Any] | None = None
-    tags: list[StrictStr] | None = None
-    startTimestamp: datetime | None = None
-    recipients: Recipients | None = None
-    templateId: StrictStr | None = None
 
 
-class ActionUpdate(Body):
+class ActionUpdate(ActionFields):
     """Partial update of an action; its type never changes."""
 
     type: Literal["task", "mail"] | None = None
-    name: StrictStr | None = None
-    description: StrictStr | None = None
-    functionName: StrictStr | None = None
-    data: dict[str, Any] | None = None
-    tags: list[StrictStr] | None = None
-    startTimestamp: datetime | None = None
-    recipients: Recipients | None = None
-    templateId: StrictStr | None = None
 
 
 class DispatcherCreate(Body):
@@ -148,6 +156,10 @@ class DispatcherCreate(Body):
     name: StrictStr | None = None
     description: StrictStr | None = None
     tags: list[StrictStr] | None = None
+    filter: Any = Field(default=None, description=(
+        "Extension: event pattern (EventBridge syntax) the normalised event must match; see docs/filters.md."))
+    transition: Any = Field(default=None, description=(
+        "Extension: for document.transitioned events, the name, fromStatus, toStatus and schemaId to react to."))
     actions: list[ActionCreate] = Field(default_factory=list)
 
 
@@ -158,6 +170,10 @@ class DispatcherUpdate(Body):
     name: StrictStr | None = None
     description: StrictStr | None = None
     tags: list[StrictStr] | None = None
+    filter: Any = Field(default=None, description=(
+        "Extension: event pattern (EventBridge syntax) the normalised event must match; see docs/filters.md."))
+    transition: Any = Field(default=None, description=(
+        "Extension: for document.transitioned events, the name, fromStatus, toStatus and schemaId to react to."))
 
 
 # Schedules -------------------------------------------------------------------------------
@@ -290,6 +306,12 @@ class Action(BaseModel):
     startTimestamp: int | None = None
     recipients: Recipients | None = None
     templateId: str | None = None
+    input: dict[str, Any] | None = None
+    includeEvent: bool | None = None
+    deduplicationKey: str | None = None
+    concurrencyKey: str | None = None
+    delaySeconds: float | None = None
+    priority: int | None = None
 
 
 class Dispatcher(BaseModel):
@@ -300,6 +322,8 @@ class Dispatcher(BaseModel):
     description: str | None = None
     eventType: str
     tags: list[str]
+    filter: dict[str, Any] | None = None
+    transition: dict[str, str] | None = None
     actions: list[Action]
     creationTimestamp: int
     updateTimestamp: int

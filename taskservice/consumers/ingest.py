@@ -27,7 +27,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from taskservice import metrics
 from taskservice.config import Settings
 from taskservice.consumers.decode import Event, Rejection, Skip, decode_record
-from taskservice.consumers.dispatch import DispatcherTable, TaskDataTooLarge, task_rows_for
+from taskservice.consumers.dispatch import ActionFailed, DispatcherTable, task_rows_for
 from taskservice.health import Health
 from taskservice.kafka import create_consumer
 from taskservice.store.db import PostgresError, is_data_error, retry_until_done
@@ -174,8 +174,8 @@ class IngestConsumer:
             return _Decoded(record, [], skipped=True)
         try:
             return _Decoded(record, self._match(result), event_id=result.event_id)
-        except TaskDataTooLarge as exc:
-            return _Decoded(record, [], Rejection("too_large", str(exc)), event_id=result.event_id)
+        except ActionFailed as exc:
+            return _Decoded(record, [], Rejection(exc.reason, str(exc)), event_id=result.event_id)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the partition
             logger.exception("cannot match record", extra={"event": "match_failed", "event_id": result.event_id,
                                                            **_record_fields(record)})

@@ -50,6 +50,7 @@ class TaskResultMessage(BaseModel):
 # - schema_mismatch: the event does not follow its format's contract (a field missing or of the wrong type).
 # - too_large: the value exceeds max_record_bytes, or the task data max_task_data_bytes.
 # - unsupported_value: PostgreSQL rejected the task data.
+# - mapping_failed: a path of a dispatcher rule (input mapping, key template, transition ids) found nothing.
 # - no_value: the record has no value, and its format needs one (exh, and cloudevents without ce_specversion).
 # - invalid_header: a CloudEvents header (ce_* or content-type) is not UTF-8, has no value, repeats, or
 #   names no attribute.
@@ -57,7 +58,7 @@ class TaskResultMessage(BaseModel):
 #   in a charset other than UTF-8.
 DeadLetterReason = Literal[
     "not_utf8", "invalid_json", "not_an_object", "schema_mismatch", "too_large", "unsupported_value", "no_value",
-    "invalid_header", "unsupported_content_type",
+    "mapping_failed", "invalid_header", "unsupported_content_type",
 ]
 
 DEAD_LETTER_HEADERS = {

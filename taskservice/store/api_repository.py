@@ -183,6 +183,7 @@ class ApiRepository:
                 await connection.execute(
                     queries.api_insert_dispatcher, dispatcher["id"], dispatcher.get("name"),
                     dispatcher.get("description"), dispatcher["event_type"], list(dispatcher.get("tags") or []),
+                    _json(dispatcher.get("filter")), _json(dispatcher.get("transition")),
                 )
                 for action in actions:
                     await self.insert_action(dispatcher["id"], action, connection=connection)
@@ -199,7 +200,9 @@ class ApiRepository:
                 queries.api_insert_action, action["id"], dispatcher_id, action["type"], action.get("name"),
                 action.get("description"), action.get("function_name"), encode_json_rows(action.get("data") or {}),
                 list(action.get("tags") or []), action.get("start_timestamp"), _json(action.get("recipients")),
-                action.get("template_id"),
+                action.get("template_id"), _json(action.get("input")), action.get("include_event"),
+                action.get("deduplication_key"), action.get("concurrency_key"), action.get("delay_s"),
+                action.get("priority"),
             )
         except UniqueViolationError as exc:
             raise _already_exists(exc) from exc

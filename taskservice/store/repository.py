@@ -185,33 +185,6 @@ class Repository:
     # Dispatchers
 
     @_translated
-    async def insert_dispatcher(self, connection: Connection, dispatcher: dict[str, Any]) -> None:
-        """Insert a dispatcher row inside the caller's transaction."""
-        await connection.execute(
-            queries.insert_dispatcher,
-            dispatcher["id"],
-            dispatcher.get("name"),
-            dispatcher.get("description"),
-            dispatcher["event_type"],
-            list(dispatcher.get("tags", [])),
-        )
-
-    @_translated
-    async def insert_dispatcher_action(self, connection: Connection, dispatcher_id: str, action: dict[str, Any]) -> None:
-        """Insert a task action inside the caller's transaction."""
-        await connection.execute(
-            queries.insert_dispatcher_action,
-            action["id"],
-            dispatcher_id,
-            action.get("name"),
-            action.get("description"),
-            action["function_name"],
-            encode_json_rows(action.get("data", {})),
-            list(action.get("tags", [])),
-            action.get("start_timestamp"),
-        )
-
-    @_translated
     async def get_dispatcher_id_by_name(self, name: str) -> str | None:
         """Return the id of the dispatcher with this name."""
         return await self.pool.fetchval(queries.get_dispatcher_id_by_name, name)

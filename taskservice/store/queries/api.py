@@ -162,13 +162,16 @@ coalesce((SELECT jsonb_agg(jsonb_build_object(
               'id', a.id, 'type', a.type, 'name', a.name, 'description', a.description,
               'functionName', a.function_name, 'data', a.data, 'tags', to_jsonb(a.tags),
               'startTimestamp', (extract(epoch FROM a.start_timestamp) * 1000)::bigint,
-              'recipients', a.recipients, 'templateId', a.template_id)
+              'recipients', a.recipients, 'templateId', a.template_id,
+              'input', a.input, 'includeEvent', a.include_event, 'deduplicationKey', a.deduplication_key,
+              'concurrencyKey', a.concurrency_key, 'delaySeconds', a.delay_s, 'priority', a.priority)
               ORDER BY a.creation_timestamp, a.id)
           FROM dispatcher_actions a WHERE a.dispatcher_id = d.id), '[]'::jsonb)
 """
 
 API_DISPATCHER_COLUMNS = """
-d.id, d.name, d.description, d.event_type, d.tags, d.creation_timestamp, d.update_timestamp,
+d.id, d.name, d.description, d.event_type, d.tags, d.filter, d.transition, d.creation_timestamp,
+d.update_timestamp,
 """ + API_DISPATCHER_ACTIONS + """ AS actions
 """
 
@@ -190,17 +193,18 @@ FROM dispatchers d WHERE d.id = $1
 """
 
 api_insert_dispatcher = """
-INSERT INTO dispatchers (id, name, description, event_type, tags)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO dispatchers (id, name, description, event_type, tags, filter, transition)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7::text::jsonb)
 """
 
 # Insert an action of either type; a clock tick apart keeps array order for a batch.
 api_insert_action = """
 INSERT INTO dispatcher_actions (id, dispatcher_id, type, name, description, function_name,
                                 data, tags, start_timestamp, recipients, template_id,
+                                input, include_event, deduplication_key, concurrency_key, delay_s, priority,
                                 creation_timestamp)
 VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10::text::jsonb, $11,
-        clock_timestamp())
+        $12::text::jsonb, $13, $14, $15, $16, $17, clock_timestamp())
 RETURNING id
 """
 
@@ -213,6 +217,9 @@ SET event_type = CASE WHEN $2::text::jsonb ? 'eventType' THEN $2::text::jsonb ->
                        ELSE description END,
     tags = CASE WHEN $2::text::jsonb ? 'tags'
                 THEN ARRAY(SELECT jsonb_array_elements_text($2::text::jsonb -> 'tags')) ELSE tags END,
+    filter = CASE WHEN $2::text::jsonb ? 'filter' THEN nullif($2::text::jsonb -> 'filter', 'null') ELSE filter END,
+    transition = CASE WHEN $2::text::jsonb ? 'transition' THEN nullif($2::text::jsonb -> 'transition', 'null')
+                      ELSE transition END,
     update_timestamp = now()
 WHERE id = $1
 RETURNING id
@@ -238,6 +245,16 @@ SET name = CASE WHEN $3::text::jsonb ? 'name' THEN $3::text::jsonb ->> 'name' EL
                       ELSE recipients END,
     template_id = CASE WHEN $3::text::jsonb ? 'templateId' THEN $3::text::jsonb ->> 'templateId'
                        ELSE template_id END,
+    input = CASE WHEN $3::text::jsonb ? 'input' THEN nullif($3::text::jsonb -> 'input', 'null') ELSE input END,
+    include_event = CASE WHEN $3::text::jsonb ? 'includeEvent' THEN ($3::text::jsonb ->> 'includeEvent')::boolean
+                         ELSE include_event END,
+    deduplication_key = CASE WHEN $3::text::jsonb ? 'deduplicationKey' THEN $3::text::jsonb ->> 'deduplicationKey'
+                             ELSE deduplication_key END,
+    concurrency_key = CASE WHEN $3::text::jsonb ? 'concurrencyKey' THEN $3::text::jsonb ->> 'concurrencyKey'
+                           ELSE concurrency_key END,
+    delay_s = CASE WHEN $3::text::jsonb ? 'delaySeconds' THEN ($3::text::jsonb ->> 'delaySeconds')::double precision
+                   ELSE delay_s END,
+    priority = CASE WHEN $3::text::jsonb ? 'priority' THEN ($3::text::jsonb ->> 'priority')::bigint ELSE priority END,
     update_timestamp = now()
 WHERE dispatcher_id = $1 AND id = $2
 RETURNING id

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 # Tasks --------------------------------------------------------------------------------
 
-# Insert a batch; rows whose idempotency key exists are skipped. Priority falls back to
-# the function's defaultPriority, then 0; the start time falls back to now.
+# Insert a batch; rows whose idempotency key exists are skipped, and of rows sharing a key
+# within the batch the first one is kept (ORDER BY the position: the join may reorder).
+# Priority falls back to the function's defaultPriority, then 0; the start time to now.
 insert_tasks = """
 INSERT INTO tasks (id, function_name, data, tags, priority, start_timestamp,
                    idempotency_key, source, event_id, event_timestamp, concurrency_key,
@@ -15,12 +16,16 @@ SELECT r.id, r.function_name, r.data, coalesce(r.tags, '{}'),
        coalesce(r.start_timestamp, now()),
        r.idempotency_key, r.source, r.event_id, r.event_timestamp, r.concurrency_key,
        r.created_by_user_id, r.created_by_application_id
-FROM jsonb_to_recordset($1::text::jsonb) AS r(
+FROM ROWS FROM (jsonb_to_recordset($1::text::jsonb) AS (
          id text, function_name text, data jsonb, tags text[], priority bigint,
          start_timestamp timestamptz, idempotency_key text, source text,
          event_id text, event_timestamp timestamptz, concurrency_key text,
-         created_by_user_id text, created_by_application_id text)
+         created_by_user_id text, created_by_application_id text))
+     WITH ORDINALITY AS r(id, function_name, data, tags, priority, start_timestamp, idempotency_key, source,
+                          event_id, event_timestamp, concurrency_key, created_by_user_id,
+                          created_by_application_id, position)
 LEFT JOIN functions f ON f.name = r.function_name
+ORDER BY r.position
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id, function_name, idempotency_key
 """
@@ -308,27 +313,17 @@ RETURNING name
 
 # Dispatchers ----------------------------------------------------------------------------
 
-insert_dispatcher = """
-INSERT INTO dispatchers (id, name, description, event_type, tags)
-VALUES ($1, $2, $3, $4, $5)
-"""
-
-insert_dispatcher_action = """
-INSERT INTO dispatcher_actions (id, dispatcher_id, type, name, description, function_name,
-                                data, tags, start_timestamp)
-VALUES ($1, $2, 'task', $3, $4, $5, $6::text::jsonb, $7, $8)
-"""
-
 get_dispatcher_id_by_name = """
 SELECT id FROM dispatchers WHERE name = $1
 """
 
 # Task actions of every dispatcher, for the ingest matcher.
 list_task_actions = """
-SELECT d.id AS dispatcher_id, d.event_type, a.id AS action_id, a.function_name,
-       a.data::text AS data, a.tags, a.start_timestamp
+SELECT d.id AS dispatcher_id, d.event_type, d.filter::text AS filter, d.transition::text AS transition,
+       a.id AS action_id, a.function_name, a.data::text AS data, a.tags, a.start_timestamp,
+       a.input::text AS input, a.include_event, a.deduplication_key, a.concurrency_key, a.delay_s, a.priority
 FROM dispatchers d
 JOIN dispatcher_actions a ON a.dispatcher_id = d.id
 WHERE a.type = 'task'
-ORDER BY d.id, a.id
+ORDER BY d.creation_timestamp, d.id, a.creation_timestamp, a.id
 """
