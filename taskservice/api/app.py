@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskservice import metrics
-from taskservice.api import api_functions, dispatchers, functions, schedules, tasks
+from taskservice.api import api_functions, dispatchers, functions, redrive, schedules, tasks
 from taskservice.api.auth import token_router
 from taskservice.api.context import ApiContext
 from taskservice.api.errors import (
@@ -67,7 +67,7 @@ def create_app(health: Health, settings: Settings | None = None, pool: Pool | No
     app.include_router(operations_router(health))
     if settings is not None:
         for router in (token_router, functions.router, schedules.router, api_functions.router, dispatchers.router,
-                       tasks.router):
+                       redrive.router, tasks.router):
             app.include_router(router)
         _add_error_handlers(app)
         app.add_middleware(_BodyLimit, max_bytes=settings.http_max_body_bytes)
@@ -151,6 +151,8 @@ def validation_error(request: Request, errors: list[dict[str, Any]]) -> ApiError
     message = f"{field}: {first['msg']}"
     if first["type"] == "missing":
         return MissingRequiredFieldsError(f"{field} is required")
+    if first["type"] == "extra_forbidden":
+        return FieldFormatError(f"{field} is not a field of this body; remove it or correct its spelling")
     path = request.url.path.rstrip("/")
     if request.method in ("POST", "PUT") and path.startswith("/tasks/v1/functions") and not path.endswith("/execute"):
         top = location[1] if len(location) > 1 else ""

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskservice.config import Settings
-from tests.support import REPOSITORY_ROOT, TopicReader, publish, running_service, settings_environment, wait_for
+from taskservice.ids import new_object_id
+from tests.support import (
+    REPOSITORY_ROOT, TopicReader, fetch, publish, running_service, settings_environment, wait_for,
+)
 
 
 @dataclass
@@ -81,3 +84,19 @@ async def dead_letter_through_ingest(settings: Settings, batches: list[list[tupl
 
 async def _has(reader: TopicReader, count: int) -> bool:
     return len(reader.records) >= count
+
+
+async def insert_task(settings: Settings, function_name: str, status: str, *, error_name: str | None = None,
+                      failed_minutes_ago: float = 10, **fields: Any) -> str:
+    """Insert a task row in the given status, failed_minutes_ago minutes after its last status change; return its id."""
+    task_id = new_object_id()
+    error = None if error_name is None else json.dumps({"type": "runtime", "name": error_name, "message": "boom"})
+    await fetch(
+        settings,
+        "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, priority, source, "
+        "error, attempt, idempotency_key) "
+        "VALUES ($1, $2, $3, now() - make_interval(secs => $4), $5::jsonb, $6, $7, 'api', $8::jsonb, 1, $9)",
+        task_id, function_name, status, failed_minutes_ago * 60, json.dumps(fields.get("data", {"n": 1})),
+        fields.get("tags", ["t1"]), fields.get("priority", 3), error, fields.get("idempotency_key"),
+    )
+    return task_id
