@@ -30,6 +30,7 @@ from taskservice.consumers.decode import Event, Rejection, Skip, decode_record
 from taskservice.consumers.dispatch import ActionFailed, DispatcherTable, task_rows_for
 from taskservice.health import Health
 from taskservice.kafka import create_consumer
+from taskservice.schemas.results import DEAD_LETTER_HEADERS
 from taskservice.store.db import PostgresError, is_data_error, retry_until_done
 from taskservice.store.repository import Repository
 
@@ -288,6 +289,9 @@ class IngestConsumer:
             ("source_offset", str(record.offset).encode()),
             ("consumer_group", self._settings.consumer_group.encode()),
         ]
+        # The record's own headers follow, so a replay gets the record as it was (a binary-mode
+        # CloudEvent keeps its attributes). Headers named like the ones above cannot be kept.
+        headers += [(name, value) for name, value in record.headers or () if name not in DEAD_LETTER_HEADERS]
         return {"value": record.value, "key": record.key, "headers": headers}
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
