@@ -10,8 +10,9 @@ would go back to the dead-letter topic every time.
 
 `--to matching` decodes the value with the source topic's format, matches the loaded
 dispatchers and inserts the task rows in one statement per chunk, keyed like ingest
-(`event:<event key>:<action id>`), so a replay, a second replay and a later redelivery
-of the same event all end with one task per (event, action). Records that still fail are
+(`event:<event key>:<action id>`, or the action's deduplication key), so a replay, a
+second replay and a later redelivery of the same event all end with one task per
+(event, action). Records that still fail are
 reported with their reason and are not written to the dead-letter topic again.
 
 Both report, per dead letter, one outcome: published, matched, unmatched, failed or
@@ -33,8 +34,8 @@ from aiokafka.errors import KafkaError
 
 from taskservice import metrics
 from taskservice.config import Settings
-from taskservice.consumers.decode import Event, Rejection, decode_record
-from taskservice.consumers.dispatch import DispatcherTable, TaskDataTooLarge, task_rows_for
+from taskservice.consumers.decode import Rejection, Skip, decode_record
+from taskservice.consumers.dispatch import ActionFailed, DispatcherTable, task_rows_for
 from taskservice.errors import BrokerUnavailableError, ServiceError
 from taskservice.kafka import create_producer
 from taskservice.recovery.dead_letters import DeadLetter, DeadLetterReader, DeadLetterSelection, SourceRecord
@@ -293,12 +294,16 @@ class _MatchingReplayer(_Replayer):
         decoded = decode_record(letter.value, letter.original_headers(), topic_format, self._settings.max_record_bytes)
         if isinstance(decoded, Rejection):
             return ReplayOutcome(letter, "failed", f"{decoded.reason}: {decoded.detail}", reason=decoded.reason)
-        if not isinstance(decoded, Event):
-            return ReplayOutcome(letter, "skipped", f"ingest skips this record: {decoded}")
+        if isinstance(decoded, Skip):
+            return ReplayOutcome(letter, "skipped", f"the record carries no event, so ingest skips it: {decoded.detail}")
         try:
             rows = task_rows_for(self._dispatchers, decoded, self._settings.max_task_data_bytes)
-        except TaskDataTooLarge as exc:
-            return ReplayOutcome(letter, "failed", f"too_large: {exc}", reason="too_large")
+        except ActionFailed as exc:
+            return ReplayOutcome(letter, "failed", f"{exc.reason}: {exc}", reason=exc.reason)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the replay, as in ingest
+            logger.exception("cannot match dead letter %s", letter.position, extra={"event": "replay_match_failed"})
+            return ReplayOutcome(letter, "failed", f"schema_mismatch: matching failed: {type(exc).__name__}: {exc}",
+                                 reason="schema_mismatch")
         if not rows:
             return ReplayOutcome(letter, "unmatched", f"event {decoded.event_id} of type {decoded.type!r} matches "
                                  "no dispatcher; create one, then replay again")
