@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 from taskservice.config import Settings
 from taskservice.ids import new_object_id
 from tests.support import (
@@ -61,8 +63,11 @@ def large_event(event_id: str, size: int = 3_000) -> dict[str, Any]:
 
 
 async def dead_letter_through_ingest(settings: Settings, batches: list[list[tuple[str, bytes | dict[str, Any]]]],
-                                     *, pause_s: float = 0.0) -> list[Any]:
+                                     *, pause_s: float = 0.0, headers: list[tuple[str, bytes]] | None = None
+                                     ) -> list[Any]:
     """Run ingest, publish each batch of (topic, value) and wait until its records are dead-lettered.
+
+    Dict values are sent as JSON keyed by their id, with the given record headers.
 
     Waits pause_s between batches, so the batches get distinct dead-letter times. Returns
     every record of the dead-letter topic.
@@ -74,12 +79,26 @@ async def dead_letter_through_ingest(settings: Settings, batches: list[list[tupl
             if index and pause_s:
                 await asyncio.sleep(pause_s)
             for topic, value in batch:
-                await publish(settings, topic, [value])
+                if isinstance(value, dict) and headers:
+                    await _publish_with_headers(settings, topic, value, headers)
+                else:
+                    await publish(settings, topic, [value])
             expected += len(batch)
             await wait_for(lambda: _has(dead_letters, expected), timeout=60,
                            message=f"{expected} dead letters")
         await wait_for(dead_letters.caught_up, timeout=30, message="dead-letter topic read to its end")
         return list(dead_letters.records)
+
+
+async def _publish_with_headers(settings: Settings, topic: str, value: dict[str, Any],
+                                headers: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=json.dumps(value).encode(), key=str(value["id"]).encode(),
+                                     headers=headers)
+    finally:
+        await producer.stop()
 
 
 async def _has(reader: TopicReader, count: int) -> bool:

@@ -13,6 +13,7 @@ from tests.recovery.common import dead_letter_through_ingest, exh_topic, large_e
 from tests.support import TopicReader, committed_offsets, fetch, next_offsets, prepare, running_service, wait_for
 
 LARGE_IDS = ("e1", "e2", "e3")
+ORIGINAL_HEADERS = [("trace_id", b"trace-1"), ("tenant", b"\xff\x00")]
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ async def replayable(settings: Settings) -> Settings:
     exh = exh_topic(small)
     batch = [(exh, large_event(event_id)) for event_id in LARGE_IDS]
     batch += [(exh, b'{"id": "broken-1",'), (exh, b'{"id": "broken-2",')]
-    await dead_letter_through_ingest(small, [batch])
+    await dead_letter_through_ingest(small, [batch], headers=ORIGINAL_HEADERS)
     return settings
 
 
@@ -97,7 +98,9 @@ async def test_replay_to_source_once(replayable: Settings) -> None:
     assert sorted({record.key for record in copies}) == [b"e1", b"e2", b"e3"]
     assert all(dict(record.headers)["replayed_from"].startswith(settings.dead_letter_topic.encode() + b":")
                for record in copies)
-    assert all(list(dict(record.headers)) == ["replayed_from"] for record in copies)
+    for record in copies:
+        assert [name for name, _ in record.headers] == ["trace_id", "tenant", "replayed_from"]
+        assert list(record.headers)[:2] == ORIGINAL_HEADERS
     assert {orjson.loads(record.value)["id"] for record in copies} == set(LARGE_IDS)
 
 
