@@ -66,7 +66,7 @@ class RedriveResult(BaseModel):
 
 
 @both_spellings(router.post, "/redrive", response_model=RedriveResult, summary="Redrive failed tasks (extension)")
-async def redrive(request: Request, body: RedriveRequest, _caller: Caller = require("CREATE_TASKS")) -> WireResponse:
+async def redrive(request: Request, body: RedriveRequest, caller: Caller = require("CREATE_TASKS")) -> WireResponse:
     """Create one new task per selected failed task, with the same function, data, tags and priority.
 
     Only tasks in status failed are selected, oldest failure first, and never twice: the
@@ -77,7 +77,7 @@ async def redrive(request: Request, body: RedriveRequest, _caller: Caller = requ
         selection = RedriveSelection(function_name=body.functionName, error_name=check_error_name(body.errorName),
                                      since=since, until=until)
         redriven = await redrive_failed_tasks(RecoveryRepository(context_of(request).pool), selection, body.limit,
-                                              dry_run=body.dryRun)
+                                              dry_run=body.dryRun, requested_by=caller.user_id)
     except InvalidFilterError as exc:
         raise FieldFormatError(str(exc)) from exc
     except NotFoundError as exc:

@@ -132,7 +132,7 @@ async def _list(settings: Settings, selection: DeadLetterSelection, args: argpar
     try:
         async with DeadLetterReader(settings, args.timeout) as reader:
             async for letter in reader.read(selection, args.limit):
-                print(orjson.dumps(summary_json(letter)).decode() if args.json else summary_line(letter), flush=False)
+                print(orjson.dumps(summary_json(letter)).decode() if args.json else summary_line(letter))
                 printed += 1
     except DeadLetterTopicMissingError as exc:
         print(f"taskservice: {exc}", file=sys.stderr)
@@ -206,7 +206,8 @@ async def _redrive(settings: Settings, selection: RedriveSelection, limit: int, 
     assert settings.database_url is not None
     pool = await create_pool(settings.database_url, size=2, role="recovery")
     try:
-        return await redrive_failed_tasks(RecoveryRepository(pool), selection, limit, dry_run=dry_run)
+        return await redrive_failed_tasks(RecoveryRepository(pool), selection, limit, dry_run=dry_run,
+                                          requested_by="cli")
     finally:
         await pool.close()
 

@@ -228,9 +228,10 @@ class DeadLetterReader:
             if end is not None and await consumer.position(tp) >= end:
                 return
             if time.monotonic() > deadline:
+                waiting_for = "a fetch response" if end is None else f"records up to the high-water mark {end}"
                 raise BrokerUnavailableError(
-                    f"no records from {self.topic}[{partition}] for {self._timeout_s:.0f} s before its "
-                    f"high-water mark {end}; check the broker, or raise --timeout"
+                    f"timed out after {self._timeout_s:.0f} s waiting for {waiting_for} from "
+                    f"{self.topic}[{partition}]; check the broker, or raise --timeout"
                 )
 
 

@@ -92,11 +92,12 @@ async def check_function(repository: RecoveryRepository, function_name: str | No
 
 async def redrive_failed_tasks(
     repository: RecoveryRepository, selection: RedriveSelection, limit: int, *, dry_run: bool = False,
-    batch_size: int = REDRIVE_BATCH_SIZE,
+    batch_size: int = REDRIVE_BATCH_SIZE, requested_by: str | None = None,
 ) -> list[RedrivenTask]:
     """Redrive up to limit failed tasks that match, oldest failure first; return them in that order.
 
-    A dry run returns the tasks a redrive would select and changes nothing.
+    A dry run returns the tasks a redrive would select and changes nothing. requested_by
+    (a user id, or "cli") goes into the log line.
     """
     await check_function(repository, selection.function_name)
     if dry_run:
@@ -116,7 +117,7 @@ async def redrive_failed_tasks(
         metrics.TASKS_REDRIVEN.labels(function=task.function_name).inc()
     logger.info("redrove %d failed tasks", len(redriven), extra={
         "event": "tasks_redriven", "count": len(redriven), "function": selection.function_name,
-        "error_name": selection.error_name})
+        "error_name": selection.error_name, "requested_by": requested_by})
     return redriven
 
 

@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskservice.recovery.dead_letters import DeadLetter, DeadLetterSelection, hex_dump, parse_position, render_value
+from taskservice.recovery.dead_letters import (
+    DeadLetter, DeadLetterSelection, full_text, hex_dump, parse_position, render_value,
+)
 from taskservice.recovery.filters import InvalidFilterError, check_limit, parse_reasons, parse_time, parse_time_range
 
 NOW = datetime(2027, 1, 31, 12, 0, tzinfo=UTC)
@@ -105,3 +107,14 @@ def test_values_rendered_by_kind() -> None:
     assert dump.startswith("00000000  ff fe 00 61 62 63")
     assert dump.endswith("|...abc|")
     assert len(hex_dump(bytes(range(40))).splitlines()) == 3
+
+
+def test_full_text_of_tombstone() -> None:
+    letter = DeadLetter("dead-letter", 2, 9, NOW, None, None, (("reason", b"no_value"), ("tenant", b"\xff")))
+    text = full_text(letter)
+    assert "dead letter  dead-letter 2:9" in text
+    assert "time         2027-01-31T12:00:00.000Z" in text
+    assert "key          (none)" in text
+    assert '  reason  "no_value"' in text
+    assert "  tenant  hex ff" in text
+    assert "value        (none: the record is a tombstone)" in text
