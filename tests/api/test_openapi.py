@@ -25,6 +25,7 @@ def test_document_covers_the_contract() -> None:
     paths = openapi_document()["paths"]
     expected = {
         "/tasks/v1/": {"get", "post"}, "/tasks/v1/{task_id}/cancel": {"post"}, "/tasks/v1/{task_id}/logs": {"get"},
+        "/tasks/v1/redrive": {"post"},
         "/tasks/v1/functions/": {"get", "post"}, "/tasks/v1/functions/{name}": {"get", "put", "delete"},
         "/tasks/v1/functions/{name}/enable": {"post"}, "/tasks/v1/functions/{name}/disable": {"post"},
         "/tasks/v1/functions/{name}/execute": {"post"}, "/tasks/v1/functions/{name}/logs": {"get"},
