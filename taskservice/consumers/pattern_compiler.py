@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from taskservice.consumers.pattern_tree import Leaf, LeafBuilder, ObjectNode, cidr_test, range_test, wildcard_test
+from taskservice.consumers.pattern_tree import Leaf, LeafBuilder, ObjectNode, wildcard_test
 
 MAX_DEPTH = 16
 """Maximum nesting of objects in a pattern, the root and each `$or` branch included."""
@@ -142,7 +142,6 @@ class Compiler:
         return operand
 
     def affix(self, operator: str, operand: object, path: str, leaf: LeafBuilder) -> None:
-        leaf.exact_only = False
         if isinstance(operand, dict):
             if list(operand) != ["equals-ignore-case"]:
                 raise self.fail(path, f'"{operator}" takes only "equals-ignore-case" as a nested operator, '
@@ -162,13 +161,11 @@ class Compiler:
         self.affix("suffix", operand, path, leaf)
 
     def equals_ignore_case(self, operand: object, path: str, leaf: LeafBuilder) -> None:
-        leaf.exact_only = False
         leaf.folded.add(self.string("equals-ignore-case", operand, path, "Analyzed").casefold())
 
     def exists(self, operand: object, path: str, leaf: LeafBuilder) -> None:
         if not isinstance(operand, bool):
             raise self.fail(path, f'"exists" needs true or false, got {show(operand)}; write {{"exists": true}}')
-        leaf.exact_only = False
         if operand:
             leaf.exists = True
         else:
@@ -179,8 +176,7 @@ class Compiler:
         if len(segments) == 1:
             leaf.strings.add(segments[0])   # no `*`: an exact string
         else:
-            leaf.string_tests.append(wildcard_test(segments))
-        leaf.exact_only = False
+            leaf.wildcards.append(segments)
 
     def wildcard_segments(self, operand: object, path: str) -> tuple[str, ...]:
         """Split a wildcard at its unescaped `*`. The only valid escapes are `\\*` and `\\\\`."""
@@ -215,8 +211,8 @@ class Compiler:
         except ValueError as exc:
             raise self.fail(path, f'"cidr" needs an IP network such as "10.0.0.0/24" or "2001:db8::/32", '
                                   f"got {show(text)} ({exc})") from None
-        leaf.string_tests.append(cidr_test((network,)))
-        leaf.exact_only = False
+        leaf.networks.append(network)
+        leaf.indexable = False
         return str(network)
 
     def numeric(self, operand: object, path: str, leaf: LeafBuilder) -> None:
@@ -231,15 +227,14 @@ class Compiler:
             if not _is_number(bound):
                 raise self.fail(path, f'"numeric" needs a finite number after "{operator}", got {show(bound)}; '
                                       f'write ["{operator}", 5]')
-        leaf.exact_only = False
         if len(operand) == 2:
             operator, bound = operand
             if operator == "=":
                 leaf.numbers.add(bound)
             elif operator in ("<", "<="):
-                leaf.number_tests.append(range_test(None, False, bound, operator == "<="))
+                leaf.ranges.append((None, False, bound, operator == "<="))
             else:
-                leaf.number_tests.append(range_test(bound, operator == ">=", None, False))
+                leaf.ranges.append((bound, operator == ">=", None, False))
             return
         lower_op, lower, upper_op, upper = operand
         if lower_op not in (">", ">=") or upper_op not in ("<", "<="):
@@ -249,11 +244,11 @@ class Compiler:
             raise self.fail(path, f'"numeric" range {show(operand)} is empty because its lower bound '
                                   f"{show(lower)} is not below its upper bound {show(upper)}; "
                                   "swap or correct the bounds")
-        leaf.number_tests.append(range_test(lower, lower_op == ">=", upper, upper_op == "<="))
+        leaf.ranges.append((lower, lower_op == ">=", upper, upper_op == "<="))
 
     def anything_but(self, operand: object, path: str, leaf: LeafBuilder) -> object:
         """Compile anything-but, which matches every present scalar that is not excluded."""
-        leaf.exact_only = False
+        leaf.indexable = False
         leaf.all_literals = True
         fix = ('write {"anything-but": "stopped"}, {"anything-but": ["stopped", "failed"]}, '
                '{"anything-but": [100, 200]} or {"anything-but": {"prefix": "init"}}')

@@ -8,11 +8,16 @@ process runs it for every event.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import Any
 
 Matcher = Callable[[Any], bool]
+# (kind, key): ("exact", value), ("prefix", text), ("range", (lower, upper)) and the like.
+AnchorKey = tuple[str, Any]
+# (lower bound, lower inclusive, upper bound, upper inclusive); a missing bound is None.
+NumericRange = tuple[float | None, bool, float | None, bool]
 
 # The value of a field that the event does not have.
 MISSING: Any = object()
@@ -79,12 +84,12 @@ def _match_object_array(values: list[Any], match_fields: Matcher, empty_result: 
 class Leaf:
     """An array of matchers, compiled: it matches a value when any matcher does."""
 
-    __slots__ = ("exact_keys", "match")
+    __slots__ = ("anchor_keys", "match")
 
-    def __init__(self, match: Matcher, exact_keys: frozenset[Any] | None) -> None:
+    def __init__(self, match: Matcher, anchor_keys: frozenset[AnchorKey] | None) -> None:
         self.match = match
-        # Index keys when the leaf holds only exact values, else None (the leaf cannot anchor).
-        self.exact_keys = exact_keys
+        # The (kind, key) pairs under which an index can file the leaf, or None when it cannot.
+        self.anchor_keys = anchor_keys
 
 
 class ObjectNode:
@@ -98,7 +103,7 @@ class ObjectNode:
             node = field[1]
             if isinstance(node, ObjectNode):
                 return 2
-            return 0 if node.exact_keys is not None else 1
+            return 0 if node.anchor_keys is not None else 1
 
         self.fields = tuple(sorted(fields, key=cost))
         self.alternatives = tuple(alternatives)
@@ -133,23 +138,26 @@ class ObjectNode:
 
 
 class LeafBuilder:
-    """Collects the matchers of one leaf array and builds its matching closure."""
+    """Collects the matchers of one leaf array and builds its matching closure and anchor keys."""
 
     def __init__(self) -> None:
         self.strings: set[str] = set()
         self.numbers: set[int | float] = set()
         self.literals: set[bool | None] = set()     # exact true, false, null
-        self.string_tests: list[Matcher] = []
-        self.number_tests: list[Matcher] = []
         self.prefixes: list[str] = []
         self.suffixes: list[str] = []
         self.folded: set[str] = set()               # equals-ignore-case, case-folded
         self.folded_prefixes: list[str] = []
         self.folded_suffixes: list[str] = []
-        self.exists = False                          # exists: true, matches every scalar
-        self.absent = False                          # exists: false
-        self.exact_only = True
-        # anything-but that leaves every value of a kind through (a number for a string list).
+        self.wildcards: list[tuple[str, ...]] = []  # literal segments between the `*`
+        self.ranges: list[NumericRange] = []
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.string_tests: list[Matcher] = []       # anything-but on strings
+        self.number_tests: list[Matcher] = []       # anything-but on numbers
+        self.exists = False                         # exists: true, matches every scalar
+        self.absent = False                         # exists: false
+        self.indexable = True                       # false after a matcher no index key can stand for
+        # anything-but that lets every value of a kind through (a number for a string list).
         self.all_strings = False
         self.all_numbers = False
         self.all_literals = False
@@ -183,16 +191,35 @@ class LeafBuilder:
                 return _match_array(value, scalar, absent)
             return scalar(value)
 
-        exact_keys = None
-        if self.exact_only and not self.absent:
-            exact_keys = frozenset(self.strings | self.numbers | {index_key(value) for value in self.literals})
-        return Leaf(match, exact_keys)
+        return Leaf(match, self._anchor_keys())
+
+    def _anchor_keys(self) -> frozenset[AnchorKey] | None:
+        """Return index keys such that every value the leaf matches selects one of them.
+
+        A range's bounds count as inclusive, and a wildcard stands for its literal head or tail,
+        so a key may select values that the leaf rejects, never the other way round.
+        """
+        if not self.indexable or self.exists or self.absent:
+            return None
+        # Literals get their own keys before any set union, because True == 1 and False == 0.
+        keys: set[AnchorKey] = {("exact", index_key(value)) for value in self.literals}
+        keys.update(("exact", value) for value in self.strings | self.numbers)
+        keys.update(("folded", text) for text in self.folded)
+        keys.update(("range", (lower, upper)) for lower, _, upper, _ in self.ranges)
+        affixes = [("prefix", self.prefixes), ("suffix", self.suffixes),
+                   ("folded-prefix", self.folded_prefixes), ("folded-suffix", self.folded_suffixes)]
+        for segments in self.wildcards:
+            affixes.append(("prefix", [segments[0]]) if segments[0] else ("suffix", [segments[-1]]))
+        for kind, texts in affixes:
+            if "" in texts:
+                return None     # an empty prefix or suffix matches every string
+            keys.update((kind, text) for text in texts)
+        return frozenset(keys)
 
     def _string_test(self) -> Matcher:
         if self.exists or self.all_strings:
             return _always
-        strings = frozenset(self.strings)
-        tests = list(self.string_tests)
+        tests = [wildcard_test(segments) for segments in self.wildcards] + self.string_tests
         if self.prefixes:
             prefixes = tuple(self.prefixes)
             tests.insert(0, lambda value: value.startswith(prefixes))
@@ -208,12 +235,15 @@ class LeafBuilder:
                 return value in folded or value.startswith(folded_prefixes) or value.endswith(folded_suffixes)
 
             tests.append(test_folded)
-        return _any_of(strings, tuple(tests))
+        if self.networks:
+            tests.append(_cidr_test(tuple(self.networks)))
+        return _any_of(frozenset(self.strings), tuple(tests))
 
     def _number_test(self) -> Matcher:
         if self.exists or self.all_numbers:
             return _always
-        return _any_of(frozenset(self.numbers), tuple(self.number_tests))
+        tests = [_range_test(*numeric_range) for numeric_range in self.ranges] + self.number_tests
+        return _any_of(frozenset(self.numbers), tuple(tests))
 
 
 def _any_of(values: frozenset[Any], tests: tuple[Matcher, ...]) -> Matcher:
@@ -254,18 +284,31 @@ def wildcard_test(segments: tuple[str, ...]) -> Matcher:
     return test
 
 
-def cidr_test(networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> Matcher:
+def _cidr_test(networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> Matcher:
+    """Match an IP address in text form against networks.
+
+    socket.inet_pton parses about 20 times faster than ipaddress.ip_address and rejects the
+    same malformed addresses, except IPv6 addresses with a scope id ("fe80::1%eth0"), which
+    it rejects and ipaddress accepts.
+    """
+    by_family = [(family, tuple((int(network.network_address), int(network.netmask))
+                                for network in networks if network.version == version))
+                 for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6))]
+    families = tuple((family, masks) for family, masks in by_family if masks)
+
     def test(value: str) -> bool:
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            return False
-        return any(address in network for network in networks)
+        for family, masks in families:
+            try:
+                address = int.from_bytes(socket.inet_pton(family, value), "big")
+            except (OSError, ValueError):
+                continue
+            return any(address & netmask == network for network, netmask in masks)
+        return False
 
     return test
 
 
-def range_test(lower: float | None, lower_inclusive: bool, upper: float | None, upper_inclusive: bool) -> Matcher:
+def _range_test(lower: float | None, lower_inclusive: bool, upper: float | None, upper_inclusive: bool) -> Matcher:
     if upper is None:
         return (lambda value: value >= lower) if lower_inclusive else (lambda value: value > lower)
     if lower is None:

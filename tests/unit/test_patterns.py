@@ -415,10 +415,54 @@ def test_index_crosses_event_arrays() -> None:
 
 
 def test_index_checks_unanchored_patterns_every_time() -> None:
-    entries = [(i, compile_pattern({"n": [{"numeric": [">", i]}]})) for i in range(10)]
+    entries = [(i, compile_pattern({"n": [{"anything-but": i}]})) for i in range(5)]
+    entries += [(5, compile_pattern({"n": [{"exists": True}]})), (6, compile_pattern({"ip": [{"cidr": "10.0.0.0/8"}]})),
+                (7, compile_pattern({"n": [{"prefix": ""}]})), (8, compile_pattern({"n": [{"wildcard": "*x*"}]}))]
     index = PatternIndex(entries)
-    assert index.candidate_count({}) == 10
-    assert index.match({"n": 3}) == [0, 1, 2]
+    assert index.candidate_count({}) == 9
+    assert index.match({"n": 3}) == [0, 1, 2, 4, 5]
+
+
+def test_index_intersects_required_paths() -> None:
+    entries = [(f"{schema}/{status}", compile_pattern({"data": {"schemaId": [f"s{schema}"], "status": [f"t{status}"]}}))
+               for schema in range(100) for status in range(10)]
+    index = PatternIndex(entries)
+    event = {"data": {"schemaId": "s42", "status": "t7"}}
+    assert index.match(event) == ["42/7"]
+    assert index.candidate_count(event) == 1
+    assert index.candidate_count({"data": {"schemaId": "s42"}}) == 0
+
+
+def test_index_filters_numeric_ranges() -> None:
+    entries = [(i, compile_pattern({"n": [{"numeric": [">", i * 10]}]})) for i in range(10)]
+    entries += [(10 + i, compile_pattern({"n": [{"numeric": [">=", i * 10, "<", i * 10 + 10]}, 1000]}))
+                for i in range(10)]
+    index = PatternIndex(entries)
+    assert index.match({"n": 35}) == [0, 1, 2, 3, 13]
+    assert index.candidate_count({"n": 35}) == 5
+    assert index.match({"n": 30}) == [0, 1, 2, 13]
+    assert index.candidate_count({"n": 30}) == 6, "bounds count as inclusive in the index"
+    assert index.match({"n": 1000}) == list(range(10)) + list(range(10, 20))
+    assert index.candidate_count({"n": "35"}) == 0
+
+
+def test_index_filters_string_operators() -> None:
+    entries = [
+        ("prefix", compile_pattern({"s": [{"prefix": "bp-"}]})),
+        ("suffix", compile_pattern({"s": [{"suffix": "-home"}]})),
+        ("folded", compile_pattern({"s": [{"equals-ignore-case": "BP-CLINIC"}]})),
+        ("folded prefix", compile_pattern({"s": [{"prefix": {"equals-ignore-case": "WEIGHT"}}]})),
+        ("folded suffix", compile_pattern({"s": [{"suffix": {"equals-ignore-case": "-TRIAL"}}]})),
+        ("wildcard head", compile_pattern({"s": [{"wildcard": "glucose-*"}]})),
+        ("wildcard tail", compile_pattern({"s": [{"wildcard": "*-kids"}]})),
+    ]
+    index = PatternIndex(entries)
+    expected = {"bp-home": ["prefix", "suffix"], "bp-clinic": ["prefix", "folded"], "Weight-x": ["folded prefix"],
+                "spo2-Trial": ["folded suffix"], "glucose-1": ["wildcard head"], "ecg-kids": ["wildcard tail"],
+                "mood": []}
+    for value, names in expected.items():
+        assert index.match({"s": value}) == names, value
+        assert index.candidate_count({"s": value}) == len(names), value
 
 
 def test_index_keys_literals_apart_from_numbers() -> None:
@@ -504,8 +548,11 @@ def _event_like(draw: st.DrawFn, pattern: dict[str, Any]) -> dict[str, Any]:
 def test_index_equals_brute_force(sources: list[dict[str, Any] | None], sample: list[dict[str, Any]],
                                   data: st.DataObject) -> None:
     compiled: list[Pattern | None] = [None if source is None else compile_pattern(source) for source in sources]
-    index = PatternIndex(list(enumerate(compiled)))
+    # Each pattern four times, so that every indexed path files enough patterns to be probed.
+    entries = list(enumerate(compiled * 4))
+    small_index, index = PatternIndex(entries[:len(compiled)]), PatternIndex(entries)
     sample += [data.draw(st.builds(dict)) if source is None else _event_like(data.draw, source) for source in sources]
     for event in sample:
-        expected = [position for position, pattern in enumerate(compiled) if pattern is None or pattern.matches(event)]
+        expected = [position for position, pattern in entries if pattern is None or pattern.matches(event)]
         assert index.match(event) == expected
+        assert small_index.match(event) == expected[:len([item for item in expected if item < len(compiled)])]
