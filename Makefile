@@ -22,8 +22,13 @@ dev: install
 test: install
 	$(BIN)/python scripts/run_tests.py $(PYTEST_ARGS)
 
-bench: install
-	$(BIN)/python bench/run.py
+# The benchmark suite needs the bench extra (peer job queues, profilers) on top of the rest.
+$(BIN)/.installed-bench: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(BIN)/.installed-bench
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 schemas: install
 	$(BIN)/python -m taskservice.schemas.export schemas
