@@ -117,15 +117,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Return the value below which fraction of values lie (nearest rank)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
-    return ordered[index]
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

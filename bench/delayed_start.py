@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from common import (bench_settings, broker, fresh_database, machine, percentile, start_roles, stop,
-                    wait_until)
+from common import bench_settings, broker, fresh_database, machine, start_roles, stop, wait_until
+from report import percentile
 from taskservice.admin import register_functions
 from taskservice.ids import new_object_id
 from taskservice.store.db import create_pool
