@@ -14,10 +14,13 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 
 from common import bench_settings, broker, fresh_database, machine, start_roles, stop, wait_until
+from procstat import CpuMeter, Labeller
+from profiling import PySpyRecorder
 from taskservice.admin import register_functions
 from taskservice.ids import new_object_id
 from taskservice.kafka import ensure_topics
@@ -40,13 +43,18 @@ async def insert_noop_tasks(dsn: str, count: int, start: datetime) -> None:
         await pool.close()
 
 
-async def run_once(tasks: int, workers: int, bootstrap: str, is_tansu: bool) -> dict[str, float]:
+async def run_once(tasks: int, workers: int, bootstrap: str, is_tansu: bool,
+                   profile_dir: Path | None = None) -> dict[str, object]:
+    """Run no-op tasks with worker processes, and record py-spy profiles in profile_dir if given."""
     async with fresh_database() as dsn:
         settings = bench_settings(dsn, bootstrap, is_tansu, worker_claim_batch_size=500, worker_max_in_flight=2000,
                                   relay_batch_size=2000, runtime_processes_per_function=2)
         await register_functions(settings, settings.functions_dir)
         await ensure_topics(settings, [settings.results_topic])
         processes = [start_roles(settings, "relay")] + [start_roles(settings, "worker") for _ in range(workers)]
+        roles = {processes[0].pid: "relay"} | {process.pid: "worker" for process in processes[1:]}
+        meter = CpuMeter(Labeller(database=dsn.rsplit("/", 1)[1], roles=roles))
+        profiler = PySpyRecorder(profile_dir) if profile_dir else None
         connection = await asyncpg.connect(dsn)
         try:
             async def ready() -> bool:
@@ -57,6 +65,12 @@ async def run_once(tasks: int, workers: int, bootstrap: str, is_tansu: bool) -> 
             await wait_until(ready, timeout=60)
             due = datetime.now(UTC) + timedelta(seconds=LEAD_TIME_S + tasks / 40_000)
             await insert_noop_tasks(dsn, tasks, due)
+            await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0))
+            meter.start()
+            if profiler is not None:
+                profiler.start({f"exec-{workers}w-relay": processes[0].pid}
+                               | {f"exec-{workers}w-worker{index}": process.pid
+                                  for index, process in enumerate(processes[1:], start=1)})
 
             async def finished() -> bool:
                 pending = await connection.fetchval(
@@ -65,6 +79,8 @@ async def run_once(tasks: int, workers: int, bootstrap: str, is_tansu: bool) -> 
                 done = await connection.fetchval("SELECT count(*) FROM outbox")
                 return pending == 0 and done == tasks
             await wait_until(finished, timeout=600, interval=0.25)
+            cpu = meter.stop()
+            profiles = profiler.stop() if profiler is not None else {}
             last_sent = await connection.fetchval("SELECT max(sent_at) FROM outbox")
             last_run = await connection.fetchval("SELECT max(finished_timestamp) FROM tasks")
         finally:
@@ -73,7 +89,8 @@ async def run_once(tasks: int, workers: int, bootstrap: str, is_tansu: bool) -> 
                 stop(process)
     span = (last_sent - due).total_seconds()
     return {"tasks": tasks, "workers": workers, "seconds": round(span, 3),
-            "tasks_per_s": round(tasks / span), "run_seconds": round((last_run - due).total_seconds(), 3)}
+            "tasks_per_s": round(tasks / span), "run_seconds": round((last_run - due).total_seconds(), 3),
+            "cpu": cpu, **({"profiles": profiles} if profiles else {})}
 
 
 async def main() -> None:
