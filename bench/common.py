@@ -21,22 +21,46 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from taskservice.config import Settings  # noqa: E402
-from taskservice.embedded.services import EmbeddedBroker  # noqa: E402
+from taskservice.embedded.services import EmbeddedBroker, resolve_tansu_binary  # noqa: E402
 from taskservice.store.migrate import migrate  # noqa: E402
 
 ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_FUNCTIONS = ROOT / "bench" / "functions"
 
 
+def _proc_field(path: str, prefix: str) -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(prefix):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
 def machine() -> dict[str, object]:
     """Describe the machine the figures come from."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "system": platform.platform()}
+    memory_kb = _proc_field("/proc/meminfo", "MemTotal")
+    return {"cpus": os.cpu_count(), "cpu": _proc_field("/proc/cpuinfo", "model name") or "unknown",
+            "memory_gib": round(int(memory_kb.split()[0]) / 2**20, 1) if memory_kb else None,
+            "python": platform.python_version(), "system": platform.platform()}
+
+
+async def postgres_version() -> str:
+    """Return the version of the PostgreSQL server at ADMIN_DSN."""
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        return await connection.fetchval("SHOW server_version")
+    finally:
+        await connection.close()
+
+
+def broker_version() -> str:
+    """Return the version of the broker that broker() starts, or the configured address."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        return f"configured broker at {configured}"
+    binary = resolve_tansu_binary(Path(tempfile.mkdtemp(prefix="taskservice-bench-")))
+    completed = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    return completed.stdout.strip() or "tansu (version unknown)"
 
 
 @contextlib.contextmanager
