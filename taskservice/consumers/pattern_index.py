@@ -71,7 +71,7 @@ class _Probe:
         self.path = path
         self.members = 0
         self.others = 0
-        self.scalar_mask: Callable[[Any], int] = lambda value: 0
+        self.hits: Callable[[dict[str, Any]], int] = lambda event: 0
         self._exact: dict[Any, int] = {}
         self._folded: dict[str, int] = {}
         self._affixes: dict[str, dict[int, dict[str, int]]] = {kind: {} for kind in _AFFIX_KINDS}
@@ -94,13 +94,32 @@ class _Probe:
         table[value] = table.get(value, 0) | bit
 
     def freeze(self, all_bits: int) -> None:
-        """Build scalar_mask, which returns the bits that one scalar of the event selects."""
+        """Build hits, which returns the bits that the values of an event at the path select."""
         self.others = all_bits & ~self.members
+        exact_get = self._exact.get if self._exact_only() else None
+        self.hits = _hits_function(self.path, self._scalar_mask_function(), exact_get)
+
+    def _exact_only(self) -> bool:
+        return not (self._folded or self._ranges or any(self._affixes.values()))
+
+    def _scalar_mask_function(self) -> Callable[[Any], int]:
+        """Return a function from one scalar of the event to the bits it selects."""
         exact_get, folded_get = self._exact.get, self._folded.get
         prefixes, suffixes, folded_prefixes, folded_suffixes = (
             _affix_tables(self._affixes[kind], kind.endswith("prefix")) for kind in _AFFIX_KINDS)
         any_folded = bool(self._folded) or folded_prefixes is not None or folded_suffixes is not None
         range_mask = _range_mask_function(self._ranges)
+
+        if self._exact_only():
+            def exact_mask(value: Any) -> int:
+                kind = type(value)
+                if kind is str or kind is int or kind is float:
+                    return exact_get(value, 0)
+                if kind is bool or value is None:
+                    return exact_get(index_key(value), 0)
+                return 0
+
+            return exact_mask
 
         def scalar_mask(value: Any) -> int:
             kind = type(value)
@@ -124,7 +143,53 @@ class _Probe:
                 return exact_get(index_key(value), 0)
             return 0
 
-        self.scalar_mask = scalar_mask
+        return scalar_mask
+
+
+def _hits_function(path: Path, scalar_mask: Callable[[Any], int],
+                   exact_get: Callable[[Any, int], int] | None) -> Callable[[dict[str, Any]], int]:
+    """Return a function from an event object to the bits that its values at path select.
+
+    Paths of one or two keys through objects take a route without a loop, and everything
+    else, arrays included, goes through _path_hits. exact_get, given when the path has only
+    exact keys, looks up a string value without calling scalar_mask.
+    """
+    if len(path) == 1:
+        key = path[0]
+
+        def hits_one(event: dict[str, Any]) -> int:
+            value = event.get(key, MISSING)
+            if type(value) is list:
+                return _array_hits(value, (), scalar_mask)
+            return scalar_mask(value)
+
+        return hits_one
+    if len(path) == 2:
+        first, second = path
+        rest = path[1:]
+
+        def hits_two(event: dict[str, Any]) -> int:
+            value = event.get(first, MISSING)
+            if type(value) is not dict:
+                return _path_hits(value, rest, scalar_mask)
+            value = value.get(second, MISSING)
+            if type(value) is list:
+                return _array_hits(value, (), scalar_mask)
+            return scalar_mask(value)
+
+        if exact_get is None:
+            return hits_two
+
+        def hits_two_exact(event: dict[str, Any]) -> int:
+            value = event.get(first, MISSING)
+            if type(value) is dict:
+                value = value.get(second, MISSING)
+                if type(value) is str:
+                    return exact_get(value, 0)
+            return hits_two(event)
+
+        return hits_two_exact
+    return lambda event: _path_hits(event, path, scalar_mask)
 
 
 def _range_mask_function(ranges: list[tuple[float, float, int]]) -> Callable[[Any], int]:
@@ -280,23 +345,26 @@ class CandidateFilter:
         # they cost to look up are left out, and the probes that file the most come first.
         kept = [probe for probe in required.values() if probe.members.bit_count() >= MIN_PROBE_MEMBERS]
         kept.sort(key=lambda probe: -probe.members.bit_count())
-        self._required = tuple((probe.path, probe.scalar_mask, probe.others) for probe in kept)
+        self._required = tuple((probe.hits, probe.others) for probe in kept)
         if union_members.bit_count() < MIN_PROBE_MEMBERS:
             unions, union_members = {}, 0
-        self._unions = tuple((probe.path, probe.scalar_mask) for probe in unions.values())
+        self._unions = tuple(probe.hits for probe in unions.values())
         self._not_union_members = all_bits & ~union_members
         self._unanchored = unanchored
 
     def candidates(self, event: Any) -> int:
         """Return the bits of the patterns that can match the event."""
+        if type(event) is not dict:
+            return self._all    # no path reaches into a non-object, so evaluation decides
         mask = self._all
-        for path, scalar_mask, others in self._required:
-            mask &= _path_hits(event, path, scalar_mask) | others
+        for hits, others in self._required:
+            selected = hits(event)
+            mask &= selected | others if selected else others
             if not mask:
                 break
         if mask and self._unions:
             union = 0
-            for path, scalar_mask in self._unions:
-                union |= _path_hits(event, path, scalar_mask)
+            for hits in self._unions:
+                union |= hits(event)
             mask &= union | self._not_union_members
         return mask | self._unanchored

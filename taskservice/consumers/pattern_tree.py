@@ -107,13 +107,21 @@ class ObjectNode:
 
         self.fields = tuple(sorted(fields, key=cost))
         self.alternatives = tuple(alternatives)
-        checks = tuple((key, node.match) for key, node in self.fields)
+        leaf_checks = tuple((key, node.match) for key, node in self.fields if isinstance(node, Leaf))
+        # A nested object is matched through its match_fields when the event has an object
+        # there, the usual case, which saves a call per level.
+        object_checks = tuple((key, node.match_fields, node.match) for key, node in self.fields
+                              if isinstance(node, ObjectNode))
         branches = tuple(branch.match_fields for branch in self.alternatives)
         missing = MISSING
 
         def match_fields(value: Any) -> bool:
-            for key, check in checks:
+            for key, check in leaf_checks:
                 if not check(value.get(key, missing)):
+                    return False
+            for key, check_fields, check in object_checks:
+                item = value.get(key, missing)
+                if not (check_fields(item) if type(item) is dict else check(item)):
                     return False
             if branches:
                 for branch in branches:
