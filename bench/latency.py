@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,7 @@ import asyncpg
 from common import machine, start_roles, stop
 from events import database_name, event_pipeline, publish_at_rate
 from procstat import CpuMeter, Labeller
+from profiling import PySpyRecorder
 from report import summarise_ms
 
 ROLES = ("ingest", "worker", "relay")
@@ -60,8 +62,11 @@ def _latencies(published: dict[str, float], rows: list[asyncpg.Record]) -> dict[
             "event_to_task_row_ms": summarise_ms(to_row), "task_row_to_start_ms": summarise_ms(row_to_start)}
 
 
-async def run(rates: list[float], seconds: float) -> dict[str, Any]:
-    """Measure event-to-start latency at each rate in turn, on one set of role processes."""
+async def run(rates: list[float], seconds: float, profile_dir: Path | None = None) -> dict[str, Any]:
+    """Measure event-to-start latency at each rate in turn, on one set of role processes.
+
+    With profile_dir, py-spy records the three roles during the last rate.
+    """
     run_id = uuid.uuid4().hex[:12]
     results: dict[str, Any] = {}
     async with event_pipeline() as (settings, topic):
@@ -76,11 +81,16 @@ async def run(rates: list[float], seconds: float) -> dict[str, Any]:
             first = len(warm_up)
             for rate in rates:
                 meter = CpuMeter(labeller)
+                profiler = PySpyRecorder(profile_dir) if profile_dir and rate == rates[-1] else None
                 meter.start()
+                if profiler is not None:
+                    profiler.start({f"latency-{rate:g}-{role}": process.pid for role, process in processes.items()})
                 published = await publish_at_rate(settings, topic, run_id, first, rate, seconds)
                 rows = await _wait_for_starts(connection, list(published))
                 results[f"{rate:g}_per_s"] = {"rate_per_s": rate, "seconds": seconds,
                                               **_latencies(published, rows), "cpu": meter.stop()}
+                if profiler is not None:
+                    results[f"{rate:g}_per_s"]["profiles"] = profiler.stop()
                 first += len(published)
         finally:
             await connection.close()

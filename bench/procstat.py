@@ -93,6 +93,8 @@ class Labeller:
             return self._postgres_label(sample.cmdline)
         if sample.name.startswith("tansu"):
             return "broker (tansu)"
+        if sample.name == "py-spy":
+            return "profiler (py-spy)"
         if sample.ppid == self.client_pid:
             return "other children of the benchmark"
         return "other processes"

@@ -98,7 +98,7 @@ async def run_part(part: str, sizes: Sizes, profile_dir: Path | None) -> Any:
         return {"pgqueuer": await peers.run_pgqueuer(sizes.pgqueuer_jobs),
                 "procrastinate": await peers.run_procrastinate(sizes.procrastinate_jobs)}
     if part == "latency":
-        return await latency.run(LATENCY_RATES, sizes.latency_seconds)
+        return await latency.run(LATENCY_RATES, sizes.latency_seconds, profile_dir)
     if part == "overhead":
         return await asyncio.to_thread(_overhead, sizes)
     if part == "memory":
@@ -137,7 +137,8 @@ def _parse_arguments() -> argparse.Namespace:
                         help=f"comma-separated parts to run (default: all of {', '.join(PARTS)})")
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--profile", action="store_true",
-                        help="profile ingest (pyinstrument) and execution (py-spy) into bench/results/profiles/")
+                        help="profile ingest (pyinstrument), execution and latency (py-spy) into "
+                             "bench/results/profiles/")
     parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for the 1-minute load average to drop below --max-load")
     parser.add_argument("--max-load", type=float, default=1.0, help="load average to wait for (default 1.0)")
