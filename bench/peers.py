@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import select
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from common import fresh_database, stop
+from procstat import CpuMeter, Labeller
 
 PGQUEUER_BATCH_SIZE = 500
 PGQUEUER_WORKERS = 2
@@ -35,24 +37,44 @@ PROCRASTINATE_CONCURRENCY = 20
 PROCRASTINATE_WORKERS = 2
 ENQUEUE_CHUNK = 10_000
 DRAIN_TIMEOUT_S = 600.0
+DRAINED = b"drained"
 
 
 def _start_worker(queue: str, dsn: str, option: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "worker", queue, dsn, str(option)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_for_workers(processes: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
-    """Wait for every worker to exit after draining, and raise with its stderr if one failed."""
+def _drain_workers(processes: list[subprocess.Popen[bytes]], meter: CpuMeter, timeout_s: float) -> dict[str, Any]:
+    """Wait until every worker has drained the queue, read the CPU meter, then let the workers exit.
+
+    A worker prints DRAINED and keeps its process and connections until its standard input
+    closes, so that the meter still sees the workers and their PostgreSQL backends.
+    """
     deadline = time.monotonic() + timeout_s
     try:
         for process in processes:
-            _out, err = process.communicate(timeout=max(deadline - time.monotonic(), 1.0))
-            if process.returncode != 0:
-                raise RuntimeError(f"worker exited with code {process.returncode}: {err.decode()[-2000:]}")
+            assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0.0))
+            if not ready or process.stdout.readline().strip() != DRAINED:
+                _out, err = process.communicate(timeout=10) if process.poll() is not None else (b"", b"")
+                raise RuntimeError(f"a worker did not drain the queue within {timeout_s:.0f} s "
+                                   f"(exit code {process.poll()}): {err.decode()[-2000:]}")
+        return meter.stop()
     finally:
         for process in processes:
-            stop(process)
+            if process.stdin is not None:
+                process.stdin.close()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                stop(process)
+
+
+async def _hold_until_stdin_closes() -> None:
+    print(DRAINED.decode(), flush=True)
+    await asyncio.to_thread(sys.stdin.read)
 
 
 # pgqueuer --------------------------------------------------------------------------------
@@ -88,6 +110,7 @@ async def _pgqueuer_worker(dsn: str, batch_size: int) -> None:
         return None
 
     await queuer.qm.run(batch_size=batch_size, mode=QueueExecutionMode.drain)
+    await _hold_until_stdin_closes()
     await connection.close()
 
 
@@ -138,6 +161,7 @@ async def _procrastinate_worker(dsn: str, concurrency: int) -> None:
     app = _procrastinate_app(dsn)
     async with app.open_async():
         await app.run_worker_async(concurrency=concurrency, wait=False, install_signal_handlers=False)
+        await _hold_until_stdin_closes()
 
 
 PROCRASTINATE_SPAN = """
@@ -159,7 +183,13 @@ async def _measure_drain(queue: str, enqueue: Callable[[str, int], Awaitable[flo
                          worker_option: int, span_query: str, settings: dict[str, int]) -> dict[str, Any]:
     async with fresh_database(migrated=False) as dsn:
         enqueue_s = await enqueue(dsn, jobs)
-        _wait_for_workers([_start_worker(queue, dsn, worker_option) for _ in range(workers)], DRAIN_TIMEOUT_S)
+        labeller = Labeller(database=dsn.rsplit("/", 1)[1])
+        meter = CpuMeter(labeller)
+        meter.start()
+        processes = [_start_worker(queue, dsn, worker_option) for _ in range(workers)]
+        labeller.roles = {process.pid: f"{queue} worker" for process in processes}
+        # Unlike the span, the meter covers the workers' start-up too (imports, connections).
+        cpu = _drain_workers(processes, meter, DRAIN_TIMEOUT_S)
         connection = await asyncpg.connect(dsn)
         try:
             row = await connection.fetchrow(span_query)
@@ -169,7 +199,8 @@ async def _measure_drain(queue: str, enqueue: Callable[[str, int], Awaitable[flo
         raise RuntimeError(f"{queue} finished {row['done']} of {jobs} jobs")
     span = (row["last"] - row["first"]).total_seconds()
     return {"queue": queue, "version": version(queue), "jobs": jobs, **settings,
-            "enqueue_seconds": round(enqueue_s, 3), "seconds": round(span, 3), "jobs_per_s": round(jobs / span)}
+            "enqueue_seconds": round(enqueue_s, 3), "seconds": round(span, 3), "jobs_per_s": round(jobs / span),
+            "cpu_from_worker_start": cpu}
 
 
 # Command line ----------------------------------------------------------------------------
