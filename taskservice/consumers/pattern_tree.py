@@ -84,12 +84,15 @@ def _match_object_array(values: list[Any], match_fields: Matcher, empty_result: 
 class Leaf:
     """An array of matchers, compiled: it matches a value when any matcher does."""
 
-    __slots__ = ("anchor_keys", "match")
+    __slots__ = ("anchor_keys", "exact_strings", "match")
 
-    def __init__(self, match: Matcher, anchor_keys: frozenset[AnchorKey] | None) -> None:
+    def __init__(self, match: Matcher, anchor_keys: frozenset[AnchorKey] | None,
+                 exact_strings: frozenset[str] | None) -> None:
         self.match = match
         # The (kind, key) pairs under which an index can file the leaf, or None when it cannot.
         self.anchor_keys = anchor_keys
+        # The strings of a leaf of exact strings only, which generated code tests inline.
+        self.exact_strings = exact_strings
 
 
 class ObjectNode:
@@ -193,13 +196,21 @@ class LeafBuilder:
             kind = type(value)
             if kind is str:
                 return string_test(value)
+            if kind is int or kind is float:
+                return number_test(value)
             if kind is dict or value is MISSING:
                 return absent
             if kind is list:
                 return _match_array(value, scalar, absent)
             return scalar(value)
 
-        return Leaf(match, self._anchor_keys())
+        return Leaf(match, self._anchor_keys(), self._exact_strings())
+
+    def _exact_strings(self) -> frozenset[str] | None:
+        others = (self.numbers or self.literals or self.prefixes or self.suffixes or self.folded
+                  or self.folded_prefixes or self.folded_suffixes or self.wildcards or self.ranges or self.networks
+                  or self.string_tests or self.number_tests or self.exists or self.absent)
+        return frozenset(self.strings) if self.strings and not others else None
 
     def _anchor_keys(self) -> frozenset[AnchorKey] | None:
         """Return index keys such that every value the leaf matches selects one of them.
@@ -257,6 +268,8 @@ class LeafBuilder:
 def _any_of(values: frozenset[Any], tests: tuple[Matcher, ...]) -> Matcher:
     if not tests:
         return values.__contains__
+    if not values and len(tests) == 1:
+        return tests[0]
 
     def test(value: Any) -> bool:
         if value in values:

@@ -17,8 +17,9 @@ import orjson
 
 from taskservice.consumers.pattern_compiler import (MAX_DEPTH, MAX_MATCHERS, OPERATORS, Compiler, PatternError,
                                                     show)
+from taskservice.consumers.pattern_codegen import generate_match_fields
 from taskservice.consumers.pattern_index import CandidateFilter
-from taskservice.consumers.pattern_tree import ObjectNode
+from taskservice.consumers.pattern_tree import Matcher, ObjectNode
 
 __all__ = ["MAX_DEPTH", "MAX_MATCHERS", "OPERATORS", "Pattern", "PatternError", "PatternIndex", "compile_pattern"]
 
@@ -28,10 +29,11 @@ T = TypeVar("T")
 class Pattern:
     """A validated, compiled event pattern. It is immutable. Build it with `compile_pattern`."""
 
-    __slots__ = ("_json", "_root")
+    __slots__ = ("_json", "_match_fields", "_root")
 
     def __init__(self, root: ObjectNode, normalised: dict[str, Any]) -> None:
         object.__setattr__(self, "_root", root)
+        object.__setattr__(self, "_match_fields", generate_match_fields(root))
         object.__setattr__(self, "_json", orjson.dumps(normalised))
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -40,7 +42,7 @@ class Pattern:
     def matches(self, event: dict[str, Any]) -> bool:
         """Return whether the event (a decoded JSON object) matches the pattern."""
         if type(event) is dict:
-            return self._root.match_fields(event)
+            return self._match_fields(event)
         return self._root.match(event)
 
     def to_json(self) -> dict[str, Any]:
@@ -83,33 +85,35 @@ class PatternIndex(Generic[T]):
     returns the values whose pattern matches, in the order of the entries.
     """
 
-    __slots__ = ("_filter", "_patterns", "_values")
+    __slots__ = ("_filter", "_matchers", "_values")
 
     def __init__(self, entries: Iterable[tuple[T, Pattern | None]]) -> None:
         pairs = list(entries)
         self._values: tuple[T, ...] = tuple(value for value, _ in pairs)
-        self._patterns: tuple[ObjectNode | None, ...] = tuple(
-            None if pattern is None else pattern._root for _, pattern in pairs)
-        self._filter = CandidateFilter(self._patterns)
+        self._matchers: tuple[Matcher | None, ...] = tuple(
+            None if pattern is None else pattern._match_fields for _, pattern in pairs)
+        self._filter = CandidateFilter([None if pattern is None else pattern._root for _, pattern in pairs])
 
     def __len__(self) -> int:
         return len(self._values)
 
     def match(self, event: dict[str, Any]) -> list[T]:
         """Return the values of the entries whose pattern matches the event, in entry order."""
+        if type(event) is not dict:
+            raise TypeError(f"an event must be a JSON object (dict), got {type(event).__name__}")
         mask = self._filter.candidates(event)
         matched: list[T] = []
-        patterns, values = self._patterns, self._values
+        matchers, values = self._matchers, self._values
         while mask:
             lowest = mask & -mask
             position = lowest.bit_length() - 1
             mask ^= lowest
-            root = patterns[position]
-            if root is None or root.match_fields(event):
+            match_fields = matchers[position]
+            if match_fields is None or match_fields(event):
                 matched.append(values[position])
         return matched
 
     def candidate_count(self, event: dict[str, Any]) -> int:
         """Return how many patterns `match` evaluates for this event, not counting entries without a pattern."""
         mask = self._filter.candidates(event)
-        return sum(1 for position, root in enumerate(self._patterns) if root is not None and mask >> position & 1)
+        return sum(1 for position, matcher in enumerate(self._matchers) if matcher is not None and mask >> position & 1)

@@ -392,6 +392,11 @@ def test_index_empty() -> None:
     assert PatternIndex([]).match({"a": 1}) == []
 
 
+def test_index_rejects_non_object_event() -> None:
+    with pytest.raises(TypeError, match="an event must be a JSON object"):
+        PatternIndex([(1, None)]).match([{"a": 1}])  # type: ignore[arg-type]
+
+
 def test_index_evaluates_only_candidates() -> None:
     entries = [(i, compile_pattern({"data": {"toStatus": ["analyzed"], "documentId": [f"d{i}"]}})) for i in range(1000)]
     index = PatternIndex(entries)
@@ -559,3 +564,13 @@ def test_index_equals_brute_force(sources: list[dict[str, Any] | None], sample: 
         expected = [position for position, pattern in entries if pattern is None or pattern.matches(event)]
         assert index.match(event) == expected
         assert probed_index.match(event) == expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(patterns, st.lists(events, max_size=3), st.data())
+def test_generated_code_equals_closures(source: dict[str, Any], sample: list[dict[str, Any]],
+                                        data: st.DataObject) -> None:
+    compiled = compile_pattern(source)
+    sample.append(_event_like(data.draw, source))
+    for event in sample:
+        assert compiled._match_fields(event) == compiled._root.match_fields(event)
