@@ -85,14 +85,15 @@ class PatternIndex(Generic[T]):
     returns the values whose pattern matches, in the order of the entries.
     """
 
-    __slots__ = ("_filter", "_matchers", "_values")
+    __slots__ = ("_candidates", "_matchers", "_values")
 
     def __init__(self, entries: Iterable[tuple[T, Pattern | None]]) -> None:
         pairs = list(entries)
         self._values: tuple[T, ...] = tuple(value for value, _ in pairs)
         self._matchers: tuple[Matcher | None, ...] = tuple(
             None if pattern is None else pattern._match_fields for _, pattern in pairs)
-        self._filter = CandidateFilter([None if pattern is None else pattern._root for _, pattern in pairs])
+        roots = [None if pattern is None else pattern._root for _, pattern in pairs]
+        self._candidates = CandidateFilter(roots).candidates
 
     def __len__(self) -> int:
         return len(self._values)
@@ -101,7 +102,7 @@ class PatternIndex(Generic[T]):
         """Return the values of the entries whose pattern matches the event, in entry order."""
         if type(event) is not dict:
             raise TypeError(f"an event must be a JSON object (dict), got {type(event).__name__}")
-        mask = self._filter.candidates(event)
+        mask = self._candidates(event)
         matched: list[T] = []
         matchers, values = self._matchers, self._values
         while mask:
@@ -115,5 +116,7 @@ class PatternIndex(Generic[T]):
 
     def candidate_count(self, event: dict[str, Any]) -> int:
         """Return how many patterns `match` evaluates for this event, not counting entries without a pattern."""
-        mask = self._filter.candidates(event)
+        if type(event) is not dict:
+            raise TypeError(f"an event must be a JSON object (dict), got {type(event).__name__}")
+        mask = self._candidates(event)
         return sum(1 for position, matcher in enumerate(self._matchers) if matcher is not None and mask >> position & 1)
