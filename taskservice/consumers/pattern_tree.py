@@ -72,7 +72,11 @@ def _match_array(values: list[Any], scalar: Matcher, absent: bool) -> bool:
 
 
 def _match_object_array(values: list[Any], match_fields: Matcher, empty_result: bool) -> bool:
-    """Match an object pattern against an event array: true when any element matches."""
+    """Match an object pattern against an event array: true when any element matches.
+
+    NOTE: so `exists: false` under an array of objects holds when one element lacks the
+    field, while EventBridge describes it as the field being absent from the whole event.
+    """
     seen = False
     for item in iter_array(values):
         seen = True
