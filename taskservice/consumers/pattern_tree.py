@@ -197,6 +197,7 @@ class LeafBuilder:
             return null_result if value is None else False
 
         def match(value: Any) -> bool:
+            # Repeats the first tests of scalar, which saves a call for strings and numbers.
             kind = type(value)
             if kind is str:
                 return string_test(value)
