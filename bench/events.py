@@ -30,6 +30,7 @@ FUNCTION = "noop"
 EVENT_BYTES = 1024
 SMALL_EVENT_BYTES = 160
 SEND_WINDOW = 20_000     # records in flight before the producer waits for acknowledgements
+PACE_CHUNK = 100
 
 
 async def create_bench_dispatchers(settings: Settings) -> None:
@@ -80,8 +81,12 @@ def build_event(run_id: str, sequence: int, size_bytes: int, timestamp_ms: int) 
     return orjson.dumps(body)
 
 
-async def produce(settings: Settings, topic: str, run_id: str, count: int, size_bytes: int) -> dict[str, float]:
-    """Publish count events as fast as the producer takes them and return the rate."""
+async def produce(settings: Settings, topic: str, run_id: str, count: int, size_bytes: int,
+                  rate: float | None = None) -> dict[str, float]:
+    """Publish count events as fast as the producer takes them, or at rate events a second, and return the rate.
+
+    A paced run sends PACE_CHUNK events at a time, each chunk at its due time.
+    """
     producer = create_producer(settings, linger_ms=10)
     await producer.start()
     try:
@@ -89,6 +94,8 @@ async def produce(settings: Settings, topic: str, run_id: str, count: int, size_
         started = time.perf_counter()
         pending = []
         for sequence in range(count):
+            if rate and sequence % PACE_CHUNK == 0:
+                await asyncio.sleep(max(started + sequence / rate - time.perf_counter(), 0))
             pending.append(await producer.send(topic, build_event(run_id, sequence, size_bytes, timestamp_ms)))
             if len(pending) >= SEND_WINDOW:
                 await asyncio.gather(*pending)

@@ -62,7 +62,7 @@ class Sizes:
 # procrastinate takes one job at a time (about 400 jobs/s on 2 cores), so it gets fewer
 # jobs than pgqueuer to keep the suite short. The figures compared are rates.
 FULL = Sizes(ingest_events=200_000, exec_tasks=100_000, pgqueuer_jobs=100_000, procrastinate_jobs=10_000,
-             latency_seconds=10.0, overhead_requests=2_000, memory_events=1_000_000, memory_timeout_s=600.0)
+             latency_seconds=10.0, overhead_requests=2_000, memory_events=1_000_000, memory_timeout_s=840.0)
 QUICK = Sizes(ingest_events=20_000, exec_tasks=10_000, pgqueuer_jobs=10_000, procrastinate_jobs=1_000,
               latency_seconds=3.0, overhead_requests=300, memory_events=50_000, memory_timeout_s=300.0)
 
@@ -102,7 +102,7 @@ async def run_part(part: str, sizes: Sizes, profile_dir: Path | None) -> Any:
     if part == "overhead":
         return await asyncio.to_thread(_overhead, sizes)
     if part == "memory":
-        return await memory.run(sizes.memory_events, sizes.memory_timeout_s)
+        return await memory.run(sizes.memory_events, memory.RATE_PER_S, sizes.memory_timeout_s)
     raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
 
 
