@@ -1,9 +1,10 @@
 """py-spy profiles of role processes during a benchmark span, summarised as text.
 
-py-spy samples a running process from outside, so the role processes run unchanged. Only
-threads on the CPU are sampled (py-spy without --idle), so the shares below are shares of
-the process's CPU time. Stacks of runtime processes (children of a worker) are kept apart
-from those of the role process itself.
+py-spy samples a running process from outside, so the role processes run unchanged.
+Without --idle, py-spy leaves out threads it finds idle, but a thread inside a system
+call such as epoll or a socket write can still be sampled, so the sampled seconds exceed
+the CPU time that /proc reports (see procstat.py for that). Stacks of runtime processes
+(children of a worker) are kept apart from those of the role process itself.
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def summarise_collapsed(text: str, label: str) -> str:
         own.setdefault(kind, Counter())[frames[-1]] += count
         for frame in set(frames):
             inclusive.setdefault(kind, Counter())[frame] += count
-    lines = [f"py-spy profile of {label}, {SAMPLES_PER_S} samples/s of threads on the CPU"]
+    lines = [f"py-spy profile of {label}, {SAMPLES_PER_S} samples/s of threads py-spy found active"]
     for kind, total in totals.most_common():
-        lines += ["", f"{kind}: {total} samples ({total / SAMPLES_PER_S:.1f} CPU seconds)",
+        lines += ["", f"{kind}: {total} samples ({total / SAMPLES_PER_S:.1f} s sampled)",
                   "", "  own %  below %  function (file)"]
         for frame, count in own[kind].most_common(TOP_FUNCTIONS):
             lines.append(f"  {100 * count / total:5.1f}  {100 * inclusive[kind][frame] / total:7.1f}  {frame}")
