@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     results_topic: str = Field(default="task-results", min_length=1, description="Topic of task results.")
     dead_letter_topic: str = Field(default="dead-letter", min_length=1, description="Topic of rejected records.")
 
-    ingest_batch_max_records: int = Field(default=500, ge=1, le=50_000, description="Records per ingest batch.")
+    ingest_batch_max_records: int = Field(default=2000, ge=1, le=50_000, description="Records per ingest batch.")
     max_record_bytes: int = Field(default=1_048_576, ge=1_024, description="Largest accepted record value.")
     max_task_data_bytes: int = Field(default=256_000, ge=1_024, description="Largest task data as JSON (250 KB).")
     dispatcher_refresh_interval_s: float = Field(

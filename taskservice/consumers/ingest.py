@@ -37,6 +37,10 @@ from taskservice.store.repository import Repository
 logger = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_MS = 200
+# Records decoded per insert statement: all inserts of a batch but the last overlap with decoding.
+INSERT_CHUNK_RECORDS = 250
+# Event-loop turns that a new insert task gets to send its statement before decoding resumes.
+SEND_TURNS = 10
 BROKER_RETRY_DELAY_S = 1.0
 LAG_UPDATE_INTERVAL_S = 1.0
 
@@ -54,6 +58,14 @@ class _Decoded:
 
 def _record_fields(record: Any) -> dict[str, Any]:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
+async def _let_run(task: asyncio.Task[None]) -> None:
+    """Yield to the event loop until the task waits on I/O (its statement is sent) or is done."""
+    for _ in range(SEND_TURNS):
+        if task.done():
+            return
+        await asyncio.sleep(0)
 
 
 class _WaitForBatch(ConsumerRebalanceListener):
@@ -157,8 +169,26 @@ class IngestConsumer:
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]], stopping: asyncio.Event
     ) -> None:
         started = time.perf_counter()
-        decoded = [self._decode(record) for records in batch.values() for record in records]
-        await self._store_tasks(decoded, stopping)
+        records = [record for partition_records in batch.values() for record in partition_records]
+        decoded: list[_Decoded] = []
+        storing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(records), INSERT_CHUNK_RECORDS):
+                # Decoding a chunk runs in Python while PostgreSQL inserts the chunk before
+                # it. Inserts stay in record order, so the first of rows sharing a key wins.
+                chunk = [self._decode(record) for record in records[start:start + INSERT_CHUNK_RECORDS]]
+                decoded += chunk
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(self._store_tasks(chunk, stopping))
+                await _let_run(storing)
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await storing
         await self._dead_letter([item for item in decoded if item.rejection is not None], stopping)
         await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
         self._count(decoded)
