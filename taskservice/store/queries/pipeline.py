@@ -103,10 +103,12 @@ SELECT min(start_timestamp) FROM tasks WHERE status = 'new' AND start_timestamp 
 # task_failed event of a final failure), and keep the log lines. A run whose task is no
 # longer inProgress with the same attempt (recovered by the sweep) changes nothing. A task
 # whose cancellation was requested while it ran ends canceled whatever its outcome, and
-# is never retried.
+# is never retried. The status guard compares with a column of `outcome` instead of a
+# literal, so the planner cannot drive the UPDATE from the partial index of running tasks:
+# once statistics say few tasks run, that plan compared every running task with every outcome.
 finish_tasks = """
 WITH outcome AS (
-    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(
+    SELECT *, 'inProgress'::text AS running FROM jsonb_to_recordset($1::text::jsonb) AS r(
         id text, attempt integer, status text, result jsonb, error jsonb,
         started_timestamp timestamptz, finished_timestamp timestamptz, logs jsonb,
         retry_id text, retry_start_timestamp timestamptz, failed_event_id text)
@@ -126,7 +128,7 @@ WITH outcome AS (
         finished_timestamp = o.finished_timestamp,
         lease_expires_at = NULL
     FROM outcome o
-    WHERE t.id = o.id AND t.attempt = o.attempt AND t.status = 'inProgress'
+    WHERE t.id = o.id AND t.attempt = o.attempt AND t.status = o.running
       AND o.status IN ('complete', 'failed', 'retried')
     RETURNING t.*
 ), retries AS (
