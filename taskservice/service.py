@@ -121,7 +121,8 @@ class Service:
             )
             self._cleanup.insert(0, runtime.close)
             catalog = FunctionCatalog(repository, settings.state_dir / "code")
-            self._spawn("catalog-refresh", self._refresh_catalog(catalog, notifier.event("taskservice_definitions")))
+            # Every definitions notification marks the catalog stale, whichever loop clears the event.
+            notifier.subscribe("taskservice_definitions", lambda _payload: catalog.mark_stale())
             worker = Worker(settings, work_repository, runtime, catalog, self.health, notifier.event("taskservice_tasks"))
             notifier.subscribe("taskservice_cancel", worker.request_cancel)
             self._spawn("worker", worker.run(self.stopping))
@@ -187,16 +188,6 @@ class Service:
                 await dispatchers.reload()
             except DatabaseUnavailableError as exc:
                 logger.warning("cannot reload dispatchers: %s", exc, extra={"event": "dispatcher_reload_failed"})
-
-    async def _refresh_catalog(self, catalog: FunctionCatalog, changed: asyncio.Event) -> None:
-        # Shares the definitions event with the dispatcher table, so it polls the event's
-        # state rather than clearing it.
-        seen = False
-        while not self.stopping.is_set():
-            await asyncio.sleep(0.05 if changed.is_set() != seen else 1.0)
-            if changed.is_set() != seen:
-                seen = changed.is_set()
-                catalog.mark_stale()
 
     async def _check_health(self, pool: Any) -> None:
         while not self.stopping.is_set():

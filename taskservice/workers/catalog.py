@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import shutil
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from taskservice.store.repository import Repository
 from taskservice.workers.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
+
+MISS_RELOAD_INTERVAL_S = 1.0
+MAX_AGE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class FunctionCatalog:
         self._code_root = code_root.resolve()
         self._entries: dict[str, FunctionEntry] = {}
         self._stale = True
+        self._loaded_at = 0.0
         self._lock = asyncio.Lock()
 
     def mark_stale(self) -> None:
@@ -44,8 +49,16 @@ class FunctionCatalog:
         self._stale = True
 
     async def get(self, name: str) -> FunctionEntry | None:
-        """Return the function's entry, or None when no function has this name."""
-        if self._stale or name not in self._entries:
+        """Return the function's entry, or None when no function has this name.
+
+        An unknown name reloads the settings, at most once per MISS_RELOAD_INTERVAL_S, and any
+        lookup does after MAX_AGE_S, so a change whose notification was missed (the listening
+        connection was down) is seen anyway.
+        """
+        age = time.monotonic() - self._loaded_at
+        if age >= MAX_AGE_S or (name not in self._entries and age >= MISS_RELOAD_INTERVAL_S):
+            self._stale = True
+        if self._stale:
             await self._reload()
         return self._entries.get(name)
 
@@ -59,6 +72,7 @@ class FunctionCatalog:
             if not self._stale and self._entries:
                 return
             self._stale = False
+            self._loaded_at = time.monotonic()
             rows = await self._repository.list_function_settings()
             entries: dict[str, FunctionEntry] = {}
             for row in rows:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import orjson
 
 from taskservice.config import Settings
 from tests.support import (
     TopicReader, document_event, exh_event, fetch, prepare, publish, running_service, wait_for,
 )
+
+
+TEST_FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
 
 
 def _topic(settings: Settings, topic_format: str) -> str:
@@ -80,3 +86,26 @@ async def _group_done(settings: Settings, expected: int) -> bool:
 
 async def _count(reader: TopicReader, expected: int) -> bool:
     return len(reader.records) >= expected
+
+
+async def test_function_registered_while_running_runs(settings: Settings, tmp_path) -> None:
+    import shutil
+
+    from taskservice.admin import create_dispatcher, register_functions
+
+    await prepare(settings, [("user_deleted", "echo")])
+    async with TopicReader(settings, settings.results_topic) as results, running_service(settings):
+        await publish(settings, _topic(settings, "exh"), [exh_event("before")])
+        await wait_for(lambda: _count(results, 1), timeout=60, message="the first result")
+        # A function and a dispatcher added while ingest and the worker run, as `functions sync` does.
+        folder = tmp_path / "late-echo"
+        shutil.copytree(TEST_FUNCTIONS / "echo", folder)
+        (folder / "function.toml").write_text(
+            (folder / "function.toml").read_text().replace('name = "echo"', 'name = "late-echo"'))
+        await register_functions(settings, tmp_path)
+        await create_dispatcher(settings, "user_created", "late-echo")
+        await asyncio.sleep(settings.dispatcher_refresh_interval_s + 0.5)
+        await publish(settings, _topic(settings, "exh"), [exh_event("after", "user_created")])
+        await wait_for(lambda: _count(results, 2), timeout=60, message="the late function's result")
+    late = next(message for message in results.json_values() if message["functionName"] == "late-echo")
+    assert late["status"] == "complete", late
