@@ -109,9 +109,12 @@ def _command_dev(settings: Settings, _args: argparse.Namespace) -> int:
             await bootstrap(resolved, dev_mode=True)
             logger.info("HTTP on http://%s:%d (metrics at /metrics)", resolved.http_host, resolved.http_port,
                         extra={"event": "dev_ready"})
-            # Other terminals reach the embedded servers with these two variables.
+            # Other terminals reach the embedded servers with these variables. The embedded
+            # broker does not support idempotent producers, so that setting goes along.
             print(f"export DATABASE_URL='{resolved.database_url}'", flush=True)
             print(f"export KAFKA_BOOTSTRAP_SERVERS='{resolved.kafka_bootstrap_servers}'", flush=True)
+            if not resolved.kafka_enable_idempotence:
+                print("export TASKSERVICE_KAFKA_ENABLE_IDEMPOTENCE=false", flush=True)
             await _run_service(resolved, ROLES)
 
         asyncio.run(main())
