@@ -55,11 +55,10 @@ class FunctionCatalog:
         lookup does after MAX_AGE_S, so a change whose notification was missed (the listening
         connection was down) is seen anyway.
         """
-        age = time.monotonic() - self._loaded_at
-        if age >= MAX_AGE_S or (name not in self._entries and age >= MISS_RELOAD_INTERVAL_S):
+        if time.monotonic() - self._loaded_at >= MAX_AGE_S:
             self._stale = True
-        if self._stale:
-            await self._reload()
+        if self._stale or name not in self._entries:
+            await self._reload(missing=name)
         return self._entries.get(name)
 
     async def runnable_specs(self) -> list[FunctionSpec]:
@@ -67,9 +66,11 @@ class FunctionCatalog:
         await self._reload()
         return [entry.spec for entry in self._entries.values() if entry.spec is not None]
 
-    async def _reload(self) -> None:
+    async def _reload(self, missing: str | None = None) -> None:
         async with self._lock:
-            if not self._stale and self._entries:
+            # A caller that waited for the lock finds the reload it waited for already done.
+            recent = time.monotonic() - self._loaded_at < MISS_RELOAD_INTERVAL_S
+            if not self._stale and self._entries and (missing is None or missing in self._entries or recent):
                 return
             self._stale = False
             self._loaded_at = time.monotonic()
