@@ -152,12 +152,14 @@ class DeadLetterReader:
         that creates topics on first use.
         """
         try:
-            topics = await self._consumer.topics()
+            # The consumer's own metadata covers only the topics it reads, so the partitions
+            # come from the full metadata response itself.
+            cluster = await self._consumer._client.fetch_all_metadata()  # noqa: SLF001 - no public call lists every topic's partitions
         except KafkaError as exc:
             raise BrokerUnavailableError(f"cannot read topic metadata from the broker: {exc}") from exc
-        if topic not in topics:
+        if topic not in cluster.topics():
             return None
-        return sorted(self._consumer.partitions_for_topic(topic) or ())
+        return sorted(cluster.partitions_for_topic(topic) or ())
 
     async def _dead_letter_partitions(self) -> list[int]:
         partitions = await self.partitions(self.topic)

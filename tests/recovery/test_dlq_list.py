@@ -156,3 +156,13 @@ async def test_list_missing_or_empty_topic(settings: Settings) -> None:
     assert empty.returncode == 0, empty.stderr
     assert empty.stdout == ""
     assert "no dead letters" in empty.stderr
+
+
+async def test_reader_lists_partitions_of_other_topics(settings: Settings) -> None:
+    from taskservice.recovery.dead_letters import DeadLetterReader
+
+    await ensure_topics(settings, [exh_topic(settings), settings.dead_letter_topic])
+    async with DeadLetterReader(settings) as reader:
+        # Replays into the source topic publish to these partitions, so they must be known.
+        assert await reader.partitions(exh_topic(settings)) == list(range(settings.topic_partitions))
+        assert await reader.partitions("no-such-topic-here") is None
