@@ -205,6 +205,9 @@ def _command_events(settings: Settings, args: argparse.Namespace) -> int:
     text = sys.stdin.read() if str(args.file) == "-" else _read_file(args.file)
     count = asyncio.run(publish_lines(settings, args.topic, text, raw=args.raw, source=str(args.file)))
     print(f"published {count} record(s) to {args.topic}")
+    if args.topic not in settings.topics:
+        print(f"warning: ingest does not read topic {args.topic!r} (it reads {', '.join(settings.topics)}); "
+              "add it to TASKSERVICE_TOPICS or publish to one of those", file=sys.stderr)
     return 0
 
 

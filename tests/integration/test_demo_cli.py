@@ -66,6 +66,7 @@ async def test_events_publish_reaches_tasks(settings: Settings, tmp_path: Path) 
         completed = _run_cli(["events", "publish", str(path), "--topic", topic], env, timeout=60)
         assert completed.returncode == 0, completed.stderr
         assert "published 5 record(s)" in completed.stdout
+        assert "warning" not in completed.stderr
 
         async def five_results() -> bool:
             return len(results.records) >= 5
@@ -83,6 +84,15 @@ def test_events_publish_rejects_invalid_line(settings: Settings, tmp_path: Path)
     assert completed.returncode == 1
     assert "bad.jsonl:2 is not valid JSON" in completed.stderr
     assert "--raw" in completed.stderr
+
+
+def test_events_publish_warns_of_unread_topic(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"id": "w1", "type": "user_deleted"}\n')
+    completed = _run_cli(["events", "publish", str(path), "--topic", "typo-events"], settings_environment(settings),
+                         timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert "ingest does not read topic 'typo-events'" in completed.stderr
 
 
 def test_events_publish_missing_file(settings: Settings, tmp_path: Path) -> None:
