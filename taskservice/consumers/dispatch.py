@@ -1,6 +1,6 @@
 """Dispatchers in memory: the task actions an event triggers, and the task rows it creates.
 
-Dispatchers are grouped by event type; within a type, a PatternIndex over their filters
+Dispatchers are grouped by event type. Within a type, a PatternIndex over their filters
 finds the matching ones, so many dispatchers with filters cost about one lookup per event.
 """
 
@@ -97,8 +97,8 @@ class DispatcherTable:
 def build_index(rows: list[Any]) -> tuple[dict[str, PatternIndex[tuple[TaskAction, ...]]], int]:
     """Compile task-action rows (ordered by dispatcher) into one pattern index per event type.
 
-    A dispatcher whose stored rules no longer compile is left out with an error in the log;
-    the API checks rules on save, so only rows written around it can fail here.
+    A dispatcher whose stored rules no longer compile is left out with an error in the log.
+    The API checks rules on save, so only rows written around it can fail here.
     """
     grouped: dict[str, list[Any]] = {}
     for row in rows:

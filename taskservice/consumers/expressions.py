@@ -3,14 +3,14 @@
 Paths follow RFC 9535 JSONPath (parsed by python-jsonpath) and are evaluated against the
 normalised event document, so `$.data.documentId` reads the document id of a document
 change whatever the topic's format. A path that names one node (only names and indexes)
-is walked directly on the decoded JSON, which costs a fraction of a general query; other
-paths (wildcards, filters, descendants) give the list of every node they select.
+is walked directly on the decoded JSON, because a general query costs several times more.
+Other paths (wildcards, filters, descendants) give the list of every node they select.
 
 - An input mapping is a JSON object whose keys ending in `.$` take their value from a path:
   `{"userId.$": "$.data.userId", "source": "bp-monitor"}` gives
   `{"userId": "u1", "source": "bp-monitor"}`. Nested objects map the same way.
 - A key template is a path alone (`$.data.documentId`) or text with paths in braces
-  (`"{$.data.schemaId}/{$.data.documentId}"`); `{{` and `}}` stand for literal braces.
+  (`"{$.data.schemaId}/{$.data.documentId}"`). `{{` and `}}` stand for literal braces.
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ def compile_path(text: Any, where: str) -> Path:
 
 
 def _show(value: Any) -> str:
-    shown = orjson.dumps(value).decode() if _is_json(value) else repr(value)
-    return shown if len(shown) <= 80 else shown[:77] + "..."
+    """Return a value as short JSON (or its repr) for an error message."""
+    text = orjson.dumps(value).decode() if _is_json(value) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_json(value: Any) -> bool:

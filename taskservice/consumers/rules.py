@@ -8,7 +8,7 @@ and the fix. Field names are the wire names of the Dispatchers API.
 Rules beyond the event type:
 - `filter` on a dispatcher: an event pattern (see patterns.py) over the normalised event.
 - `transition` on a dispatcher of `document.transitioned` events: the transition name and
-  statuses (and schema) to react to; its tasks get `schemaId` and `documentId` in their data.
+  statuses (and schema) to react to. Its tasks get `schemaId` and `documentId` in their data.
 - On a task action: `input` (an input mapping), `includeEvent`, `deduplicationKey` and
   `concurrencyKey` (key templates), `delaySeconds` (after the event time) and `priority`.
 """
@@ -141,9 +141,9 @@ def _template(fields: dict[str, Any], name: str) -> KeyTemplate | None:
 
 def check_mail_action(fields: dict[str, Any]) -> None:
     """Reject task-action rule fields on a mail action."""
-    given = [name for name in TASK_ACTION_FIELDS if fields.get(name) is not None]
-    if given:
-        raise RuleError(f"{given[0]} applies to task actions only; remove it from the mail action")
+    present = [name for name in TASK_ACTION_FIELDS if fields.get(name) is not None]
+    if present:
+        raise RuleError(f"{present[0]} applies to task actions only; remove it from the mail action")
 
 
 def dispatcher_rule_columns(fields: dict[str, Any]) -> dict[str, Any]:

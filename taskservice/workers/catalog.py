@@ -51,9 +51,9 @@ class FunctionCatalog:
     async def get(self, name: str) -> FunctionEntry | None:
         """Return the function's entry, or None when no function has this name.
 
-        An unknown name reloads the settings, at most once per MISS_RELOAD_INTERVAL_S, and any
-        lookup does after MAX_AGE_S, so a change whose notification was missed (the listening
-        connection was down) is seen anyway.
+        An unknown name reloads the settings unless they were loaded within the last
+        MISS_RELOAD_INTERVAL_S, and any lookup reloads settings older than MAX_AGE_S. A change
+        whose notification was missed (the listening connection was down) is then seen anyway.
         """
         if time.monotonic() - self._loaded_at >= MAX_AGE_S:
             self._stale = True

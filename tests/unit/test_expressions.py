@@ -88,7 +88,7 @@ def test_input_mapping_mixes_paths_constants_and_nested_objects() -> None:
         "userId": "d1", "source": "bp-monitor", "limits": {"count": 3, "fixed": [1, 2]}, "xs": [1, 2]}
 
 
-def test_input_mapping_names_the_key_whose_path_found_nothing() -> None:
+def test_mapping_names_missing_path() -> None:
     mapping = compile_input({"outer": {"userId.$": "$.data.userId"}})
     with pytest.raises(MissingValueError, match=r"input\.outer\.userId\.\$: path \$\.data\.userId found nothing"):
         mapping.apply(DOCUMENT)

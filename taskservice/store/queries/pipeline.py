@@ -4,9 +4,9 @@ from __future__ import annotations
 
 # Tasks --------------------------------------------------------------------------------
 
-# Insert a batch; rows whose idempotency key exists are skipped, and of rows sharing a key
-# within the batch the first one is kept (ORDER BY the position: the join may reorder).
-# Priority falls back to the function's defaultPriority, then 0; the start time to now.
+# Insert a batch. Rows whose idempotency key exists are skipped. Of rows sharing a key within
+# the batch the first is kept, which needs the ORDER BY because the join may reorder rows.
+# Priority falls back to the function's defaultPriority, then 0, and the start time to now.
 insert_tasks = """
 INSERT INTO tasks (id, function_name, data, tags, priority, start_timestamp,
                    idempotency_key, source, event_id, event_timestamp, concurrency_key,
